@@ -1,0 +1,10 @@
+"""Visual Prompt Tuning (VPT) for mmsegmentation.
+
+Importing this package registers its backbones and hooks in mmseg's
+registries, so configs only need
+``custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)``.
+"""
+from . import engine, models  # noqa: F401  (registers modules)
+from .version import __version__
+
+__all__ = ['__version__']

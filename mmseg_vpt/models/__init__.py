@@ -1,0 +1,3 @@
+from .backbones import VPTSwinTransformer, VPTVisionTransformer
+
+__all__ = ['VPTVisionTransformer', 'VPTSwinTransformer']

@@ -1,0 +1,4 @@
+from .vpt_swin import VPTSwinTransformer
+from .vpt_vit import VPTVisionTransformer
+
+__all__ = ['VPTVisionTransformer', 'VPTSwinTransformer']
