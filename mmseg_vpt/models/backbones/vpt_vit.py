@@ -1,0 +1,113 @@
+"""mmseg's VisionTransformer with VPT prompts."""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+
+from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
+
+
+@MODELS.register_module()
+class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
+    """Vision Transformer with Visual Prompt Tuning (VPT).
+
+    Every argument of mmseg's ``VisionTransformer`` keeps its meaning. Prompts
+    sit after the class token and before the patch tokens
+    (``[CLS, prompts, patches]``, or ``[prompts, patches]`` with
+    ``with_cls_token=False``) and get no position embedding. Outputs at
+    ``out_indices`` hold patch tokens only, shaped like the parent's.
+
+    Args:
+        prompt_length (int): Prompt tokens per prompted layer; 0 turns prompts
+            off. Default: 10.
+        prompt_layers (str | list[int]): ``'deep'`` (fresh prompts before
+            every layer, replacing the previous layer's prompt outputs),
+            ``'shallow'`` (layer 0 only) or a list of layer indices; layers
+            not listed carry the prompt outputs forward. Default: 'deep'.
+        prompt_dropout (float): Dropout on prompts each time they are
+            inserted. Default: 0.0.
+        prompt_init (str): ``'uniform'`` (the paper's Xavier-style rule) or
+            ``'normal'`` (std 0.02). Default: 'uniform'.
+        prompt_proj_dims (int, optional): Learn prompts of this width and
+            project them to ``embed_dims`` with a Linear layer. Default: None.
+        frozen_exclude (list[str]): Substrings of the names of parameters that
+            stay trainable; all others are frozen. ``['prompt']`` is VPT,
+            ``['prompt', 'bias']`` VPT+Bias, ``['bias']`` Bias tuning, ``[]``
+            head-only and ``['all']`` full fine-tuning.
+            Default: ``['prompt']``.
+        frozen_eval (bool): Keep a (partly) frozen backbone in eval mode while
+            training, so its dropout/drop-path is off. Default: True.
+        **kwargs: Arguments of mmseg's ``VisionTransformer``.
+    """
+
+    def __init__(self,
+                 prompt_length: int = 10,
+                 prompt_layers: PromptLayers = 'deep',
+                 prompt_dropout: float = 0.0,
+                 prompt_init: str = 'uniform',
+                 prompt_proj_dims: Optional[int] = None,
+                 frozen_exclude: Sequence[str] = ('prompt', ),
+                 frozen_eval: bool = True,
+                 **kwargs) -> None:
+        # the parent's own freezing would run before the prompts exist
+        super().__init__(frozen_exclude=['all'], **kwargs)
+        embed_dims = self.cls_token.shape[-1]
+        self.init_prompt_tuning(
+            stage_dims=[embed_dims],
+            stage_depths=[len(self.layers)],
+            prompt_length=prompt_length,
+            prompt_layers=prompt_layers,
+            prompt_dropout=prompt_dropout,
+            prompt_init=prompt_init,
+            init_patch_size=self.patch_size,
+            init_dims=embed_dims,
+            frozen_exclude=frozen_exclude,
+            frozen_eval=frozen_eval,
+            prompt_proj_dims=prompt_proj_dims)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.init_cfg is None and self.prompt_proj is not None:
+            # the parent's random init re-initialises every Linear layer
+            self.reset_prompts()
+
+    def _patch_map(self, x: torch.Tensor, hw_shape: Tuple[int, int],
+                   num_prompts: int) -> Union[torch.Tensor, List]:
+        """Strip class token and prompts; reshape patches to (B, C, H, W)."""
+        num_prefix = int(self.with_cls_token)
+        patches = x[:, num_prefix + num_prompts:]
+        B, _, C = patches.shape
+        out = patches.reshape(B, hw_shape[0], hw_shape[1],
+                              C).permute(0, 3, 1, 2).contiguous()
+        if self.output_cls_token:
+            out = [out, x[:, 0]]
+        return out
+
+    def forward(self, inputs: torch.Tensor) -> tuple:
+        B = inputs.shape[0]
+        x, hw_shape = self.patch_embed(inputs)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw_shape, self.pos_embed)
+        if not self.with_cls_token:
+            x = x[:, 1:]
+        if self.pre_norm:
+            x = self.pre_ln(x)
+
+        outs = []
+        if self.out_origin:
+            outs.append(self._patch_map(x, hw_shape, 0))
+
+        num_prefix = int(self.with_cls_token)
+        num_prompts = 0
+        for i, layer in enumerate(self.layers):
+            prompts = self.layer_prompts(i, B)
+            if prompts is not None:
+                x = splice_prompts(x, prompts, num_prefix, num_prompts)
+                num_prompts = prompts.shape[1]
+            x = layer(x)
+            if i == len(self.layers) - 1 and self.final_norm:
+                x = self.norm1(x)
+            if i in self.out_indices:
+                outs.append(self._patch_map(x, hw_shape, num_prompts))
+        return tuple(outs)

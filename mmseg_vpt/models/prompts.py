@@ -1,0 +1,253 @@
+"""The prompt mechanism shared by every VPT backbone.
+
+VPT (Jia et al., ECCV 2022) keeps a pretrained Transformer frozen and feeds
+learnable prompt tokens into its token sequence. This module holds all of the
+method that does not depend on the backbone's architecture:
+
+* which layers receive fresh prompts (``prompt_layers``),
+* how the prompt parameters are laid out and initialised,
+* how prompts are fetched for a layer (projection, dropout, batch expansion)
+  and spliced into a token sequence,
+* which parameters stay trainable (``frozen_exclude``) and keeping the frozen
+  part in eval mode.
+
+A backbone mixes in :class:`PromptTuningMixin`, calls
+:meth:`~PromptTuningMixin.init_prompt_tuning` once its layers exist, and in
+``forward`` asks :meth:`~PromptTuningMixin.layer_prompts` for each layer. The
+backbone only decides *where* prompts enter and leave its token sequence.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model.weight_init import kaiming_init
+
+PromptLayers = Union[str, Sequence[int]]
+
+PROMPT_INITS = ('uniform', 'normal')
+
+
+def resolve_prompt_layers(prompt_layers: PromptLayers,
+                          num_layers: int) -> List[int]:
+    """Turn ``prompt_layers`` into the sorted indices of prompted layers.
+
+    ``'deep'`` is every layer, ``'shallow'`` only the first one, and a list
+    names the layers explicitly (the paper's depth ablations).
+    """
+    if isinstance(prompt_layers, str):
+        if prompt_layers == 'deep':
+            return list(range(num_layers))
+        if prompt_layers == 'shallow':
+            return [0]
+        raise ValueError(
+            f"prompt_layers must be 'deep', 'shallow' or a list of layer "
+            f'indices in [0, {num_layers}), got {prompt_layers!r}')
+    if not isinstance(prompt_layers, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool)
+            for i in prompt_layers):
+        raise ValueError(
+            f"prompt_layers must be 'deep', 'shallow' or a list of int layer "
+            f'indices in [0, {num_layers}), got {prompt_layers!r}')
+    if len(prompt_layers) == 0:
+        raise ValueError('prompt_layers is an empty list; use '
+                         'prompt_length=0 to turn prompts off')
+    bad = [i for i in prompt_layers if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f'prompt_layers has indices {bad} outside the '
+                         f'backbone\'s layers [0, {num_layers})')
+    if len(set(prompt_layers)) != len(prompt_layers):
+        raise ValueError(
+            f'prompt_layers has repeated indices: {list(prompt_layers)}')
+    return sorted(prompt_layers)
+
+
+def uniform_init_bound(patch_size: Union[int, Tuple[int, int]],
+                       dims: int) -> float:
+    """The paper's bound v for U(-v, v): a Xavier-uniform rule over the
+    patch-embedding fan-in (3 * patch_h * patch_w) and the prompt width."""
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size,
+                                                    int) else patch_size
+    return math.sqrt(6.0 / float(3 * ph * pw + dims))
+
+
+def splice_prompts(tokens: torch.Tensor, prompts: torch.Tensor, start: int,
+                   num_old: int) -> torch.Tensor:
+    """Put ``prompts`` at ``tokens[:, start:]``, replacing the ``num_old``
+    prompt outputs of the previous layer that sit there (VPT-deep discards
+    them)."""
+    return torch.cat(
+        [tokens[:, :start], prompts, tokens[:, start + num_old:]], dim=1)
+
+
+def check_frozen_exclude(frozen_exclude: Sequence[str],
+                         param_names: Sequence[str], owner: str) -> List[str]:
+    """Validate mmseg's ``frozen_exclude`` (substrings of the names of the
+    parameters that stay trainable; ``'all'`` trains everything)."""
+    if isinstance(frozen_exclude, str) or not isinstance(
+            frozen_exclude, (list, tuple)) or not all(
+                isinstance(e, str) for e in frozen_exclude):
+        raise ValueError(
+            'frozen_exclude must be a list of parameter-name substrings '
+            f"(e.g. ['prompt'], ['prompt', 'bias'], [] or ['all']), got "
+            f'{frozen_exclude!r}')
+    for entry in frozen_exclude:
+        if entry != 'all' and not any(entry in n for n in param_names):
+            hint = (' (prompt_length=0 leaves no prompt parameters: use '
+                    "frozen_exclude=[] for head-only or ['all'] for full "
+                    'fine-tuning)' if 'prompt' in entry else '')
+            raise ValueError(
+                f'frozen_exclude entry {entry!r} matches no parameter name '
+                f'of {owner}{hint}. Example names: {list(param_names)[:4]}')
+    return list(frozen_exclude)
+
+
+class PromptTuningMixin:
+    """VPT prompts and the freeze policy for a Transformer backbone.
+
+    The host class keeps its own ``forward`` and layers. Layers are counted in
+    execution order over the whole backbone (for Swin: the flattened block
+    list) and grouped into stages of equal width, one prompt tensor per stage.
+
+    Parameters created on the host:
+
+    * ``prompt_embeddings``: one ``nn.Parameter`` of shape
+      (prompted layers, prompt_length, dims) when the backbone has one stage
+      (ViT), else an ``nn.ParameterList`` with one such tensor per stage
+      (Swin); rows follow layer order.
+    * ``prompt_proj`` (optional): ``nn.Linear`` from ``prompt_proj_dims`` to
+      the layer width, for lower-dimensional prompts.
+    * ``prompt_dropout``: applied every time prompts enter a layer.
+    """
+
+    def init_prompt_tuning(self,
+                           stage_dims: Sequence[int],
+                           stage_depths: Sequence[int],
+                           prompt_length: int,
+                           prompt_layers: PromptLayers,
+                           prompt_dropout: float,
+                           prompt_init: str,
+                           init_patch_size: Union[int, Tuple[int, int]],
+                           init_dims: int,
+                           frozen_exclude: Sequence[str],
+                           frozen_eval: bool,
+                           prompt_proj_dims: Optional[int] = None) -> None:
+        """Create the prompts and apply ``frozen_exclude``.
+
+        Must run after the host has built all of its own parameters, so that
+        freezing sees them all.
+        """
+        if not isinstance(prompt_length, int) or prompt_length < 0:
+            raise ValueError('prompt_length must be an int >= 0 (0 turns '
+                             f'prompts off), got {prompt_length!r}')
+        if prompt_init not in PROMPT_INITS:
+            raise ValueError(f'prompt_init must be one of {PROMPT_INITS}, '
+                             f'got {prompt_init!r}')
+        if not 0.0 <= prompt_dropout < 1.0:
+            raise ValueError(
+                f'prompt_dropout must be in [0, 1), got {prompt_dropout!r}')
+        if prompt_proj_dims is not None and (
+                not isinstance(prompt_proj_dims, int) or prompt_proj_dims <= 0
+                or len(set(stage_dims)) != 1):
+            raise ValueError(
+                'prompt_proj_dims must be None or a positive int, and needs a '
+                f'backbone of constant width; got {prompt_proj_dims!r} for '
+                f'widths {list(stage_dims)}')
+
+        self.prompt_length = prompt_length
+        self.prompt_init = prompt_init
+        self.frozen_eval = frozen_eval
+        num_layers = sum(stage_depths)
+        layers = resolve_prompt_layers(prompt_layers, num_layers)
+        self.prompt_layers = layers if prompt_length > 0 else []
+
+        # layer index -> (stage, row in that stage's prompt tensor)
+        self._prompt_slots: Dict[int, Tuple[int, int]] = {}
+        rows_per_stage = [0] * len(stage_depths)
+        stage_of_layer = [
+            s for s, depth in enumerate(stage_depths) for _ in range(depth)
+        ]
+        for layer in self.prompt_layers:
+            stage = stage_of_layer[layer]
+            self._prompt_slots[layer] = (stage, rows_per_stage[stage])
+            rows_per_stage[stage] += 1
+
+        # With prompts off the backbone has exactly its parent's parameters,
+        # so the parent's checkpoints load strictly.
+        self.prompt_embeddings = None
+        self.prompt_proj = None
+        if prompt_length > 0:
+            width = [prompt_proj_dims or d for d in stage_dims]
+            tensors = [
+                nn.Parameter(torch.zeros(rows, prompt_length, w))
+                for rows, w in zip(rows_per_stage, width)
+            ]
+            self.prompt_embeddings = tensors[0] if len(tensors) == 1 else \
+                nn.ParameterList(tensors)
+            if prompt_proj_dims is not None:
+                self.prompt_proj = nn.Linear(prompt_proj_dims, stage_dims[0])
+        self.prompt_dropout = nn.Dropout(prompt_dropout)
+        self._prompt_init_bound = uniform_init_bound(
+            init_patch_size, prompt_proj_dims or init_dims)
+        self.reset_prompts()
+
+        names = [n for n, _ in self.named_parameters()]
+        self.frozen_exclude = check_frozen_exclude(frozen_exclude, names,
+                                                   type(self).__name__)
+        train_all = 'all' in self.frozen_exclude
+        for name, param in self.named_parameters():
+            param.requires_grad_(train_all or any(
+                e in name for e in self.frozen_exclude))
+
+    def prompt_tensors(self) -> List[torch.Tensor]:
+        """The per-stage prompt tensors, in stage order."""
+        if self.prompt_embeddings is None:
+            return []
+        if isinstance(self.prompt_embeddings, nn.ParameterList):
+            return list(self.prompt_embeddings)
+        return [self.prompt_embeddings]
+
+    @torch.no_grad()
+    def reset_prompts(self) -> None:
+        """Initialise prompts with the paper's rule (or N(0, 0.02))."""
+        for tensor in self.prompt_tensors():
+            if self.prompt_init == 'uniform':
+                bound = self._prompt_init_bound
+                tensor.uniform_(-bound, bound)
+            else:
+                nn.init.normal_(tensor, std=0.02)
+        if self.prompt_proj is not None:
+            kaiming_init(self.prompt_proj, mode='fan_out', bias=0.)
+
+    def is_prompted(self, layer: int) -> bool:
+        """Whether ``layer`` receives fresh prompts."""
+        return layer in self._prompt_slots
+
+    def layer_prompts(self, layer: int,
+                      batch_size: int) -> Optional[torch.Tensor]:
+        """Fresh prompts for ``layer`` as (batch, prompt_length, dims), or
+        None when the layer keeps the previous layer's prompt outputs."""
+        slot = self._prompt_slots.get(layer)
+        if slot is None:
+            return None
+        stage, row = slot
+        prompts = self.prompt_tensors()[stage][row]
+        if self.prompt_proj is not None:
+            prompts = self.prompt_proj(prompts)
+        # expand before dropout so that every sample gets its own mask
+        return self.prompt_dropout(prompts.expand(batch_size, -1, -1))
+
+    def has_frozen_parameters(self) -> bool:
+        return any(not p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True):
+        """Keep the frozen backbone in eval mode, as the VPT reference does,
+        so its dropout and drop-path stay off while prompts train; prompt
+        dropout still follows ``mode``. ``frozen_eval=False`` turns this off.
+        """
+        super().train(mode)
+        if mode and self.frozen_eval and self.has_frozen_parameters():
+            for module in self.children():
+                module.eval()
+            self.prompt_dropout.train()
+        return self
