@@ -1,0 +1,138 @@
+"""Config edits behind the ``tools/train.py`` and ``tools/test.py`` flags.
+
+They live here rather than in the scripts so tests can call them and the
+scripts stay thin. Semantics follow mmseg 1.x's own tools unless noted.
+"""
+import logging
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from .checkpoints import check_checkpoints_exist
+from .dist import prepare_distributed
+
+AUTO_RESUME = 'auto'
+
+
+def load_config(config: str,
+                cfg_options: Optional[dict] = None,
+                launcher: str = 'none',
+                work_dir: Optional[str] = None) -> Config:
+    """Load ``config`` and apply the flags every tool shares.
+
+    ``work_dir`` priority is CLI > config > ``./work_dirs/<config name>``.
+    """
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to mixed precision.
+
+    mmengine's ``AmpOptimWrapper`` asserts a GPU, and CPU autocast only
+    supports bfloat16, so without CUDA this uses ``BFloat16OptimWrapper``
+    (bfloat16 needs no loss scaling). On CUDA: ``AmpOptimWrapper`` with
+    float16 and dynamic loss scaling unless the config sets them.
+    """
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type') in ('AmpOptimWrapper', 'BFloat16OptimWrapper'):
+        print_log('AMP training is already enabled in your config.',
+                  logger='current', level=logging.WARNING)
+        return
+    assert wrapper.get('type', 'OptimWrapper') == 'OptimWrapper', (
+        '`--amp` is only supported when the optimizer wrapper type is '
+        f'`OptimWrapper` but got {wrapper.type}.')
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('dtype', 'float16')
+        wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        if wrapper.get('dtype', 'bfloat16') != 'bfloat16':
+            print_log(f'CPU autocast supports only bfloat16, not '
+                      f'{wrapper.dtype}.', logger='current',
+                      level=logging.WARNING)
+        wrapper.type = 'BFloat16OptimWrapper'
+        wrapper.pop('dtype', None)
+        wrapper.pop('loss_scale', None)
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``None``: no resume; ``'auto'``: latest checkpoint in work_dir;
+    anything else: resume from that checkpoint path."""
+    cfg.resume = resume is not None
+    if resume not in (None, AUTO_RESUME):
+        cfg.load_from = resume
+
+
+def enable_visualization(cfg: Config, show: bool = False,
+                         show_dir: Optional[str] = None,
+                         wait_time: float = 2) -> None:
+    """Turn on the ``SegVisualizationHook`` for ``--show``/``--show-dir``.
+
+    As in mmseg, ``show_dir`` becomes the visualizer's ``save_dir``, so the
+    images land in ``<show_dir>/vis_data/vis_image/`` (relative to the
+    current directory, whatever mmseg's help text says).
+    """
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks, e.g. '
+            "visualization=dict(type='SegVisualizationHook')")
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def set_test_output(cfg: Config, out: str) -> None:
+    """Save test predictions.
+
+    A ``.pkl``/``.pickle`` path adds mmengine's ``DumpResults`` metric (raw
+    results). Any other value is a directory, as in mmseg 1.x: the metric
+    writes prediction PNGs there for offline evaluation.
+    """
+    evaluator = cfg.test_evaluator
+    if out.endswith(('.pkl', '.pickle')):
+        dump = dict(type='DumpResults', out_file_path=out)
+        cfg.test_evaluator = (list(evaluator) if isinstance(
+            evaluator, (list, tuple)) else [evaluator]) + [dump]
+        return
+    metric = evaluator[0] if isinstance(evaluator,
+                                        (list, tuple)) else evaluator
+    metric['output_dir'] = out
+    metric['keep_results'] = True
+
+
+def enable_tta(cfg: Config) -> None:
+    """Wrap the model in ``cfg.tta_model`` and use ``cfg.tta_pipeline``."""
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Check checkpoints, prepare (CPU) distributed, then build the runner.
+
+    Honours ``runner_type`` like mmseg's tools; the registry lookup follows
+    the config's ``default_scope`` (``mmseg``).
+    """
+    check_checkpoints_exist(cfg)
+    prepare_distributed(cfg, cfg.get('launcher', 'none'))
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    from mmseg.registry import RUNNERS
+    return RUNNERS.build(cfg)

@@ -1,0 +1,64 @@
+"""Test (and evaluate) a segmentor; same flags as mmseg 1.x's test tool."""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# Work from a source checkout that is not pip-installed.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
+from mmseg_vpt.utils import (build_runner, enable_tta,  # noqa: E402
+                             enable_visualization, load_config,
+                             set_test_output)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='MMSeg test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='where the evaluation results are dumped as json')
+    parser.add_argument(
+        '--out', help='directory for prediction PNGs (offline evaluation), '
+        'or a .pkl file to dump raw results')
+    parser.add_argument('--show', action='store_true',
+                        help='show prediction results')
+    parser.add_argument(
+        '--show-dir', help='save painted images to '
+        'SHOW_DIR/vis_data/vis_image')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy format')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--tta', action='store_true',
+                        help='test time augmentation')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+    if args.tta:
+        enable_tta(cfg)
+    if args.out is not None:
+        set_test_output(cfg, args.out)
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

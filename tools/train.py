@@ -1,0 +1,55 @@
+"""Train a segmentor; same flags as mmseg 1.x's ``tools/train.py``.
+
+``--resume`` alone resumes from the latest checkpoint in the work dir;
+``--resume PATH`` resumes from PATH.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# Work from a source checkout that is not pip-installed.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
+from mmseg_vpt.utils import (build_runner, enable_amp, load_config,  # noqa
+                             set_resume)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', default=None, metavar='PATH',
+        help='resume from PATH, or from the latest checkpoint in the work '
+        'dir if no PATH is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy format (e.g. '
+        'model.backbone.prompt_length=10 or key="[a,b]")')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    if args.amp:
+        enable_amp(cfg)
+    set_resume(cfg, args.resume)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
