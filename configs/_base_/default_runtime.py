@@ -1,0 +1,26 @@
+# Runtime settings shared by every config (mmseg 1.x's default_runtime.py,
+# plus this project's package import and parameter-count hook).
+
+# Registers VPTVisionTransformer, VPTSwinTransformer, TrainableParamsHook and
+# BFloat16OptimWrapper, so mmseg's own tools/train.py runs these configs too.
+custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)
+default_scope = 'mmseg'
+env_cfg = dict(
+    cudnn_benchmark=True,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # tools/train.py switches this to gloo when distributed without a GPU
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+
+# Logs total / trainable / prompt parameter counts before training.
+custom_hooks = [dict(type='TrainableParamsHook')]
+
+# used by tools/test.py --tta
+tta_model = dict(type='SegTTAModel')
