@@ -1,0 +1,5 @@
+# VPT+Bias: VPT-deep with 10 prompts, and the backbone's bias terms train
+# too (at the base lr). Otherwise as upernet_swin_vpt_ade20k.py.
+_base_ = ['./upernet_swin_vpt_ade20k.py']
+
+model = dict(backbone=dict(frozen_exclude=['prompt', 'bias']))
