@@ -15,6 +15,17 @@ from .tools_helpers import (PYTHON, REPO, free_port, metric_values, run,
 pytestmark = pytest.mark.slow
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
+SWIN_VPT = 'configs/vpt/upernet_swin_vpt_ade20k.py'
+# The headline Swin-B config at test size: same file, same pipeline (512x512
+# crops), a 4-stage Swin of width 32 with random weights instead of Swin-B.
+SWIN_TINY_SIZE = [
+    'model.backbone.embed_dims=32', 'model.backbone.depths=[2,2,2,2]',
+    'model.backbone.num_heads=[1,2,4,8]', 'model.backbone.window_size=7',
+    'model.backbone.init_cfg=None',
+    'model.decode_head.in_channels=[32,64,128,256]',
+    'model.decode_head.channels=32', 'model.auxiliary_head.in_channels=128',
+    'model.auxiliary_head.channels=16'
+]
 
 
 @pytest.fixture(scope='module')
@@ -25,6 +36,8 @@ def workspace(tmp_path_factory) -> Path:
     make_synthetic_ade20k(
         root / 'data/synthetic_ade20k', num_train=8, num_val=3, img_size=64,
         show_progress=False)
+    # the ADE20K configs read data/ade/ADEChallengeData2016
+    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
     return root
 
 
@@ -101,3 +114,37 @@ def test_missing_pretrained_weights_stop_with_the_config_key(workspace):
     assert 'model.backbone.init_cfg.checkpoint' in message
     assert 'pretrain/none.pth' in message
     shutil.rmtree(work, ignore_errors=True)
+
+
+def test_upernet_swin_vpt_config_trains_validates_and_tests(workspace):
+    work = workspace / 'swin'
+    log = run(
+        train_cmd(SWIN_VPT, work, '--cfg-options', *short_schedule(2),
+                  *SWIN_TINY_SIZE),
+        cwd=workspace)
+    assert len(metric_values(log)) == 1
+    state = read_checkpoint(work / 'iter_2.pth')['state_dict']
+    assert [tuple(state[f'backbone.prompt_embeddings.{i}'].shape)
+            for i in range(4)] == [(2, 10, 32), (2, 10, 64), (2, 10, 128),
+                                   (2, 10, 256)]
+    test_log = run(
+        eval_cmd(SWIN_VPT, work / 'iter_2.pth', work / 'test',
+                 '--cfg-options', *SWIN_TINY_SIZE),
+        cwd=workspace)
+    assert metric_values(test_log) == metric_values(log)
+
+
+def test_dist_train_swin_two_cpu_processes(workspace):
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU (gloo) path')
+    work = workspace / 'swin_dist'
+    log = run(
+        ['bash', REPO / 'tools/dist_train.sh', REPO / SWIN_VPT, '2',
+         '--work-dir', work, '--cfg-options', *short_schedule(1),
+         *SWIN_TINY_SIZE],
+        cwd=workspace, env={'PORT': str(free_port()), 'PYTHON': PYTHON})
+    assert 'Distributed training: True' in log
+    # the UperNet heads' SyncBN was switched to BN for CPU processes
+    assert 'SyncBN' in log
+    assert 'Iter(val) [2/2]' in log and metric_values(log)
+    assert (work / 'iter_1.pth').exists()
