@@ -2,4 +2,6 @@
 # AdamW recipe.
 _base_ = ['../_base_/upernet_swin-b_8xb2-160k_ade20k-512x512.py']
 
-model = dict(backbone=dict(prompt_length=0, frozen_exclude=['bias']))
+# '.bias' (not 'bias'): the bias terms of linear and norm layers, without
+# the relative position bias tables, which are position embeddings.
+model = dict(backbone=dict(prompt_length=0, frozen_exclude=['.bias']))

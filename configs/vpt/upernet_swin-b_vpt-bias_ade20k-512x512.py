@@ -2,4 +2,6 @@
 # too (at the base lr). Otherwise as upernet_swin_vpt_ade20k.py.
 _base_ = ['./upernet_swin_vpt_ade20k.py']
 
-model = dict(backbone=dict(frozen_exclude=['prompt', 'bias']))
+# '.bias' (not 'bias'): the bias terms of linear and norm layers, without
+# the relative position bias tables, which are position embeddings.
+model = dict(backbone=dict(frozen_exclude=['prompt', '.bias']))

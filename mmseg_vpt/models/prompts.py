@@ -17,6 +17,7 @@ A backbone mixes in :class:`PromptTuningMixin`, calls
 backbone only decides *where* prompts enter and leave its token sequence.
 """
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -196,8 +197,18 @@ class PromptTuningMixin:
                                                    type(self).__name__)
         train_all = 'all' in self.frozen_exclude
         for name, param in self.named_parameters():
-            param.requires_grad_(train_all or any(
-                e in name for e in self.frozen_exclude))
+            # an empty stage tensor (a Swin stage without prompted blocks)
+            # never gets a gradient; trainable, it would break DDP
+            param.requires_grad_(param.numel() > 0 and (train_all or any(
+                e in name for e in self.frozen_exclude)))
+        frozen_prompts = [t for t in self.prompt_tensors()
+                          if t.numel() and not t.requires_grad]
+        if frozen_prompts:
+            warnings.warn(
+                f'{type(self).__name__}: prompt_length={prompt_length} but '
+                f'frozen_exclude={self.frozen_exclude} freezes the prompts, '
+                'so fixed random prompts enter the backbone. Use '
+                'prompt_length=0 for head-only or bias tuning.')
 
     def prompt_tensors(self) -> List[torch.Tensor]:
         """The per-stage prompt tensors, in stage order."""
@@ -238,7 +249,8 @@ class PromptTuningMixin:
         return self.prompt_dropout(prompts.expand(batch_size, -1, -1))
 
     def has_frozen_parameters(self) -> bool:
-        return any(not p.requires_grad for p in self.parameters())
+        return any(not p.requires_grad for p in self.parameters()
+                   if p.numel())
 
     def train(self, mode: bool = True):
         """Keep the frozen backbone in eval mode, as the VPT reference does,
