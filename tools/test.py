@@ -13,6 +13,7 @@ import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
 from mmseg_vpt.utils import (build_runner, enable_tta,  # noqa: E402
                              enable_visualization, load_config,
                              set_test_output)
+from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +41,10 @@ def parse_args() -> argparse.Namespace:
                         help='job launcher')
     parser.add_argument('--tta', action='store_true',
                         help='test time augmentation')
+    parser.add_argument(
+        '--ignore-base-hash', action='store_true',
+        help='load a tuned-only checkpoint even if the base weights file '
+        'differs from the one it was saved with (only a warning)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -51,6 +56,7 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
     cfg.load_from = args.checkpoint
+    configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:

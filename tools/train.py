@@ -16,6 +16,7 @@ from mmengine.config import DictAction  # noqa: E402
 import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
 from mmseg_vpt.utils import (build_runner, enable_amp, load_config,  # noqa
                              set_resume)
+from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,6 +27,10 @@ def parse_args() -> argparse.Namespace:
         '--resume', nargs='?', const='auto', default=None, metavar='PATH',
         help='resume from PATH, or from the latest checkpoint in the work '
         'dir if no PATH is given')
+    parser.add_argument(
+        '--ignore-base-hash', action='store_true',
+        help='resume / load_from a tuned-only checkpoint even if the base '
+        'weights file differs from the one it was saved with')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic-mixed-precision training')
     parser.add_argument(
@@ -48,6 +53,7 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     set_resume(cfg, args.resume)
+    configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
     build_runner(cfg).train()
 
 

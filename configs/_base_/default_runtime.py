@@ -1,8 +1,9 @@
 # Runtime settings shared by every config (mmseg 1.x's default_runtime.py,
-# plus this project's package import and parameter-count hook).
+# plus this project's package import, parameter-count and checkpoint hooks).
 
-# Registers VPTVisionTransformer, VPTSwinTransformer, TrainableParamsHook and
-# BFloat16OptimWrapper, so mmseg's own tools/train.py runs these configs too.
+# Registers VPTVisionTransformer, VPTSwinTransformer, TrainableParamsHook,
+# TunedCheckpointHook and BFloat16OptimWrapper, so mmseg's own tools/train.py
+# runs these configs too.
 custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)
 default_scope = 'mmseg'
 env_cfg = dict(
@@ -19,8 +20,15 @@ log_level = 'INFO'
 load_from = None
 resume = False
 
-# Logs total / trainable / prompt parameter counts before training.
-custom_hooks = [dict(type='TrainableParamsHook')]
+# TrainableParamsHook logs total / trainable / prompt parameter counts before
+# training. TunedCheckpointHook writes tuned-only checkpoints when the
+# backbone is frozen and loads from Pretrained base weights (the shared base
+# is not copied into every task's checkpoint), and loads such checkpoints
+# on top of the base weights (load_from, --resume, tools/test.py).
+custom_hooks = [
+    dict(type='TrainableParamsHook'),
+    dict(type='TunedCheckpointHook', check_base_hash=True),
+]
 
 # used by tools/test.py --tta
 tta_model = dict(type='SegTTAModel')

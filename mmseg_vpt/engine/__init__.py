@@ -1,5 +1,10 @@
-"""Runner extensions: parameter-count logging and CPU-capable AMP."""
+"""Runner extensions: parameter-count logging, tuned-only checkpoints and
+CPU-capable AMP."""
+from .checkpoint_hook import TunedCheckpointHook
 from .hooks import TrainableParamsHook, count_parameters
 from .optim_wrapper import BFloat16OptimWrapper
 
-__all__ = ['TrainableParamsHook', 'count_parameters', 'BFloat16OptimWrapper']
+__all__ = [
+    'TrainableParamsHook', 'TunedCheckpointHook', 'count_parameters',
+    'BFloat16OptimWrapper'
+]

@@ -76,6 +76,24 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
         cfg.load_from = resume
 
 
+def configure_tuned_checkpoints(cfg: Config,
+                                check_base_hash: bool = True) -> None:
+    """Make sure ``cfg`` has a ``TunedCheckpointHook``, so that a tuned-only
+    checkpoint never loads without its base weights; ``check_base_hash=False``
+    (``--ignore-base-hash``) lets it load on a base file whose hash differs
+    from the recorded one."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    ours = [h for h in hooks if h.get('type') in (
+        'TunedCheckpointHook', 'mmseg.TunedCheckpointHook')]
+    if not ours:
+        hooks.append(dict(type='TunedCheckpointHook'))
+        ours = hooks[-1:]
+    if not check_base_hash:
+        for hook in ours:
+            hook['check_base_hash'] = False
+    cfg.custom_hooks = hooks
+
+
 def enable_visualization(cfg: Config, show: bool = False,
                          show_dir: Optional[str] = None,
                          wait_time: float = 2) -> None:

@@ -1,0 +1,126 @@
+"""Tuned-only checkpoints during training (see :mod:`mmseg_vpt.checkpoint`).
+"""
+from typing import Optional, Union
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+from ..checkpoint import (BASE_MODULE, TUNED_META_KEY, TunedPlan,
+                          is_tuned_checkpoint, plan_tuned, prepare_tuned_load,
+                          state_bytes, unwrap_model)
+
+
+def _mb(n: int) -> str:
+    return f'{n / 2**20:.2f} MB'
+
+
+@HOOKS.register_module()
+class TunedCheckpointHook(Hook):
+    """Save only the tuned tensors; load base weights under tuned ones.
+
+    Saving (``before_save_checkpoint``): when ``model.<module>`` has a
+    ``Pretrained`` init_cfg and frozen parameters, the checkpoint's
+    ``state_dict`` keeps only what :func:`~mmseg_vpt.checkpoint.split_tuned`
+    says a task needs (trained tensors, all head state, backbone tensors the
+    base file lacks or does not reproduce) and ``meta['vpt_tuned']`` records
+    the base file, its SHA-256, the omitted tensors' fingerprints and the
+    freeze policy. Optimizer, scheduler and message-hub state stay, so
+    ``--resume`` works as before. Otherwise (random init, full fine-tuning)
+    checkpoints stay full.
+
+    Loading (``after_load_checkpoint``, i.e. ``load_from``, ``--resume`` and
+    ``tools/test.py``): for a tuned checkpoint, loads the base weights first
+    through the backbone's ``init_weights`` (``Runner.test`` never calls it),
+    checks the hash and that everything is covered, then lets mmengine load
+    the tuned tensors. Full checkpoints load as before.
+
+    Args:
+        module (str): The segmentor attribute the base weights initialise.
+            Default: 'backbone'.
+        check_base_hash (bool): Refuse a base file whose SHA-256 differs
+            from the recorded one (otherwise only warn). Default: True.
+        enabled (bool): Write tuned-only checkpoints. Loading them is always
+            supported. Default: True.
+    """
+
+    priority = 'VERY_LOW'  # filter after other hooks have added state
+
+    def __init__(self, module: str = BASE_MODULE,
+                 check_base_hash: bool = True, enabled: bool = True) -> None:
+        self.module = module
+        self.check_base_hash = check_base_hash
+        self.enabled = enabled
+        self._plan: Optional[Union[TunedPlan, str]] = None
+        self._logged = False
+
+    def _get_plan(self, runner) -> Optional[TunedPlan]:
+        if not self.enabled:
+            return None
+        model = unwrap_model(runner.model)
+        plan = self._plan
+        if isinstance(plan, TunedPlan):
+            # frozen tensors cannot change; re-plan only if the freeze did
+            params = dict(model.named_parameters())
+            if any(k in params and params[k].requires_grad
+                   for k in plan.omitted):
+                plan = None
+        if plan is None:
+            plan = self._plan = plan_tuned(model, self.module)
+            self._log_plan(runner, plan)
+        return plan if isinstance(plan, TunedPlan) else None
+
+    def _log_plan(self, runner, plan: Union[TunedPlan, str]) -> None:
+        if isinstance(plan, str):
+            runner.logger.info(f'Checkpoints stay full: {plan}.')
+            return
+        state = unwrap_model(runner.model).state_dict()
+        kept = [v for k, v in state.items() if k not in plan.omitted]
+        runner.logger.info(
+            f'Tuned-only checkpoints: {len(kept)} tensors '
+            f'({_mb(state_bytes(kept))}) stored, {len(plan.omitted)} '
+            f'({_mb(plan.omitted_bytes)}) come from the base weights '
+            f'{plan.base.checkpoint} (sha256 {plan.base_sha256[:12]}...).')
+        if plan.differ_from_base:
+            runner.logger.warning(
+                f'{len(plan.differ_from_base)} frozen tensors of '
+                f'model.{self.module} differ from what the base weights load '
+                f'({", ".join(plan.differ_from_base[:5])}, ...): they are '
+                'stored in every checkpoint. Was the backbone loaded from '
+                'another file (load_from, a fine-tuned model)?')
+
+    def before_train(self, runner) -> None:
+        # plan up front: problems show before hours of training, not at the
+        # first checkpoint
+        if self.enabled and is_main_process():
+            self._get_plan(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        plan = self._get_plan(runner)
+        if plan is None:
+            return
+        plan.apply(checkpoint)
+        if not self._logged:
+            self._logged = True
+            runner.logger.info(
+                f'Saving tuned-only checkpoints: '
+                f'{len(checkpoint["state_dict"])} tensors '
+                f'({_mb(state_bytes(checkpoint["state_dict"].values()))}).')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not is_tuned_checkpoint(checkpoint):
+            return
+        source = getattr(runner, '_load_from', None) or 'the checkpoint'
+        prepare_tuned_load(runner.model, checkpoint, self.check_base_hash,
+                           source=f'tuned checkpoint {source}')
+        # Hand mmengine the base tensors as well (the model's own, just
+        # loaded and checked), so that its non-strict load does not report
+        # them as missing; loading a tensor onto itself changes nothing.
+        omitted = checkpoint['meta'][TUNED_META_KEY]['omitted']
+        num_tuned = len(checkpoint['state_dict'])
+        state = unwrap_model(runner.model).state_dict()
+        for key in omitted:
+            checkpoint['state_dict'].setdefault(key, state[key])
+        runner.logger.info(
+            f'Tuned checkpoint {source}: loaded {len(omitted)} tensors from '
+            f'the base weights; its {num_tuned} tuned tensors load next.')

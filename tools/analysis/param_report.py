@@ -1,0 +1,53 @@
+"""Parameters and storage per config: total / tunable parameters, backbone
+vs prompts vs heads, per-task checkpoint bytes and storage for N tasks.
+
+    python tools/analysis/param_report.py configs/vpt/setr_vit-l_pup_*.py \
+        [--format markdown|csv|json] [--tasks N]
+
+Models are built on the CPU with random weights; nothing is downloaded or
+loaded. See mmseg_vpt/utils/param_report.py for what each column means.
+"""
+import argparse
+import os.path as osp
+import sys
+import warnings
+
+# Work from a source checkout that is not pip-installed.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+
+warnings.filterwarnings('ignore', message='Fail to import')
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from mmseg_vpt.utils.param_report import (format_report,  # noqa: E402
+                                          param_report)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Parameter and storage report of segmentor configs')
+    parser.add_argument('configs', nargs='+', help='config files')
+    parser.add_argument('--format', default='markdown',
+                        choices=['markdown', 'csv', 'json'])
+    parser.add_argument('--tasks', type=int, default=10,
+                        help='number of tasks for the storage column')
+    parser.add_argument('--no-optimizer', action='store_true',
+                        help='skip the resumable-checkpoint column (builds '
+                        'the optimizer and runs one step)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of every config')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    rows = [param_report(c, args.tasks, not args.no_optimizer,
+                         args.cfg_options) for c in args.configs]
+    print(format_report(rows, args.format))
+
+
+if __name__ == '__main__':
+    main()
