@@ -642,7 +642,8 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
                         [value.new_zeros(1, 1, value.shape[2]), value], dim=1)
                 if value.shape != want:
                     value = resize_pos_embed(
-                        value, _model_grid(model, want[1]), src_grid)
+                        value, _model_grid(model, want[1]), src_grid,
+                        mode=getattr(model, 'interpolate_mode', 'bicubic'))
                 info.note(f'Resized pos_embed {tuple(state_dict[key].shape)} '
                           f'-> {tuple(value.shape)}')
             elif key == 'absolute_pos_embed' and value.ndim == 3:

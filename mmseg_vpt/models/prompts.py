@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from mmengine.model.weight_init import kaiming_init
 
+from .pretrained import load_pretrained
+
 PromptLayers = Union[str, Sequence[int]]
 
 PROMPT_INITS = ('uniform', 'normal')
@@ -247,6 +249,23 @@ class PromptTuningMixin:
             prompts = self.prompt_proj(prompts)
         # expand before dropout so that every sample gets its own mask
         return self.prompt_dropout(prompts.expand(batch_size, -1, -1))
+
+    # parameters that pretrained weights need not provide (regexes)
+    pretrained_optional: Tuple[str, ...] = ('prompt', )
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained')`` all or nothing (see
+        :func:`~mmseg_vpt.models.pretrained.load_pretrained`): a frozen
+        backbone cannot recover from weights its parent's non-strict load
+        silently skipped. Otherwise the parent's init, then the prompts'."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            load_pretrained(self, cfg['checkpoint'], self.pretrained_optional)
+            self._is_init = True
+            return
+        super().init_weights()
+        # the parent's random init re-initialises every Linear layer
+        self.reset_prompts()
 
     def has_frozen_parameters(self) -> bool:
         return any(not p.requires_grad for p in self.parameters()

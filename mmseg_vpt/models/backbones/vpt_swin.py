@@ -209,6 +209,10 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
         **kwargs: Arguments of mmseg's ``SwinTransformer``.
     """
 
+    # converted Swin releases hold only the final norm, not the per-stage
+    # output norms (norm0 ..) that mmseg adds for out_indices
+    pretrained_optional = ('prompt', r'^norm\d+\.')
+
     def __init__(self,
                  prompt_length: int = 10,
                  prompt_layers: PromptLayers = 'deep',

@@ -66,12 +66,6 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             frozen_eval=frozen_eval,
             prompt_proj_dims=prompt_proj_dims)
 
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.init_cfg is None and self.prompt_proj is not None:
-            # the parent's random init re-initialises every Linear layer
-            self.reset_prompts()
-
     def _patch_map(self, x: torch.Tensor, hw_shape: Tuple[int, int],
                    num_prompts: int) -> Union[torch.Tensor, List]:
         """Strip class token and prompts; reshape patches to (B, C, H, W)."""

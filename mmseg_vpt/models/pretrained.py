@@ -1,0 +1,58 @@
+"""Loading pretrained weights into a frozen backbone, all or nothing.
+
+mmseg's backbones load ``init_cfg=dict(type='Pretrained')`` with
+``strict=False``: a wrong or half-matching file only prints a warning. Full
+fine-tuning may recover from that; a frozen backbone cannot, so the VPT
+backbones load through :func:`load_pretrained` instead. It accepts the
+layouts :mod:`mmseg_vpt.models.convert` knows (timm, the official Swin
+release, mmseg), fits position embeddings and relative-position tables to the
+model, and fails if anything the model needs is missing.
+"""
+import re
+from typing import Sequence
+
+import torch.nn as nn
+from mmengine.logging import print_log
+
+from .convert import (ConversionInfo, adapt_to_model, convert_to_mmseg,
+                      load_checkpoint_file)
+
+
+def load_pretrained(model: nn.Module, path: str,
+                    optional: Sequence[str] = ('prompt', )) -> None:
+    """Load the backbone weights file ``path`` into ``model``.
+
+    Args:
+        model: an mmseg ViT/Swin backbone (or a VPT subclass).
+        path: a checkpoint in any layout ``convert.detect_format`` knows.
+        optional: regular expressions for parameters the file need not
+            provide (they keep their initial values, and are logged).
+
+    Raises:
+        FileNotFoundError / ValueError: the file is missing or unreadable, in
+            an unknown layout, has keys or shapes the model does not, or
+            lacks parameters the model needs; the message names the file and
+            the keys.
+    """
+    info = ConversionInfo()
+    state = load_checkpoint_file(path, info=info)
+    try:
+        state, fmt = convert_to_mmseg(state, info=info)
+        state = adapt_to_model(state, model, info=info)
+    except ValueError as err:
+        raise ValueError(f'Pretrained weights {path!r}: {err}') from err
+    missing, _ = model.load_state_dict(state, strict=False)
+    required = [k for k in missing
+                if not any(re.search(p, k) for p in optional)]
+    if required:
+        shown = ', '.join(required[:10])
+        more = f' (+{len(required) - 10} more)' if len(required) > 10 else ''
+        raise ValueError(
+            f'Pretrained weights {path!r} ({fmt} layout) do not provide '
+            f'{len(required)} parameters of {type(model).__name__}: '
+            f'{shown}{more}')
+    kept = [k for k in missing if 'prompt' not in k]
+    print_log(
+        f'Loaded {len(state)} tensors from {path} ({fmt} layout)' +
+        (f'; kept initial values for {kept}' if kept else ''),
+        logger='current')
