@@ -1,3 +1,4 @@
 from .backbones import VPTSwinTransformer, VPTVisionTransformer
+from .necks import TokenPooling
 
-__all__ = ['VPTVisionTransformer', 'VPTSwinTransformer']
+__all__ = ['VPTVisionTransformer', 'VPTSwinTransformer', 'TokenPooling']

@@ -63,7 +63,11 @@ def enable_amp(cfg: Config) -> None:
             print_log(f'CPU autocast supports only bfloat16, not '
                       f'{wrapper.dtype}.', logger='current',
                       level=logging.WARNING)
-        wrapper.type = 'BFloat16OptimWrapper'
+        # registered in mmseg's registry; scoped so that configs with
+        # another default_scope (the mmpretrain VTAB configs) find it too
+        wrapper.type = ('BFloat16OptimWrapper'
+                        if cfg.get('default_scope', 'mmseg') == 'mmseg'
+                        else 'mmseg.BFloat16OptimWrapper')
         wrapper.pop('dtype', None)
         wrapper.pop('loss_scale', None)
 

@@ -1,0 +1,444 @@
+"""The VPT paper's VTAB-1k protocol as a resumable job runner.
+
+For each task (``tools/vtab_sweep.py`` is the CLI):
+
+1. **Grid** on train800 -> val200: every (base lr, weight decay) pair of the
+   grid, one seed (the first of ``seeds``); each job is one
+   ``tools/train.py`` run that evaluates val200 after its last epoch and
+   saves no checkpoint.
+2. **Selection**: the pair with the best val top-1; ties go to the smaller
+   lr, then the smaller weight decay.
+3. **Final** train800val200 -> test with the selected pair, once per seed:
+   ``tools/train.py`` (no validation), then ``tools/test.py`` on its last
+   checkpoint.
+4. **Table**: test top-1 mean and std per task and the group means beside
+   the paper's (``results.md`` / ``results.csv`` in the method's folder,
+   through :mod:`mmseg_vpt.vtab.report`).
+
+Every finished job leaves ``result.json`` in its folder; a rerun skips those
+jobs, so an interrupted sweep resumes where it stopped (a job that failed
+or was killed has no result file and runs again). Jobs run as subprocesses,
+up to ``gpus`` at a time with one GPU each (``CUDA_VISIBLE_DEVICES``), or one
+at a time on the CPU when ``gpus=0``.
+
+Layout under ``work_dir``::
+
+    <method>/<task>/config.py                 the config every job runs
+    <method>/<task>/grid/lr<lr>_wd<wd>/       train.log, result.json
+    <method>/<task>/selected.json             the chosen lr / wd
+    <method>/<task>/final/seed<s>/            train.log, test.log,
+                                              result.json, checkpoint
+    <method>/results.md, results.csv
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .report import RESULT_FILE, format_report, load_results, summarize
+from .tasks import TASKS, get_method, render_task_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / 'configs' / 'vtab'
+TOOLS_DIR = REPO / 'tools'
+
+GRID_STAGE = 'grid'
+FINAL_STAGE = 'final'
+
+Log = Callable[[str], None]
+
+
+def _num(x: float) -> str:
+    """A float as it appears in folder names and cfg-options (``0.0001``,
+    ``2.5``, ``50``)."""
+    return f'{x:g}'
+
+
+@dataclass
+class SweepSettings:
+    """What to run; see ``tools/vtab_sweep.py --help``."""
+    work_dir: str
+    method: str = 'vpt-deep'
+    tasks: Sequence[str] = tuple(TASKS)
+    lrs: Optional[Sequence[float]] = None  # None: the method's grid
+    wds: Optional[Sequence[float]] = None
+    seeds: Sequence[int] = (0, 1, 2)
+    data_root: str = 'data/vtab-1k'
+    num_classes: Optional[int] = None  # for tasks outside the VTAB table
+    cfg_options: Sequence[str] = ()
+    gpus: int = 0
+    python: str = sys.executable
+    delete_checkpoints: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self):
+        m = get_method(self.method)
+        self.lrs = tuple(m.lrs if self.lrs is None else self.lrs)
+        self.wds = tuple(m.wds if self.wds is None else self.wds)
+        self.tasks = tuple(self.tasks)
+        self.seeds = tuple(self.seeds)
+        if not (self.lrs and self.wds and self.seeds and self.tasks):
+            raise ValueError('lrs, wds, seeds and tasks must not be empty')
+        for name, values in (('lrs', self.lrs), ('wds', self.wds),
+                             ('seeds', self.seeds), ('tasks', self.tasks)):
+            if len(set(values)) != len(values):
+                raise ValueError(f'{name} has repeated values: {values}')
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown and self.num_classes is None:
+            raise ValueError(
+                f'tasks {unknown} are not VTAB-1k tasks; give num_classes '
+                '(--num-classes) for generated or custom tasks')
+        if self.gpus < 0:
+            raise ValueError(f'gpus must be >= 0, got {self.gpus}')
+
+    @property
+    def method_dir(self) -> Path:
+        return Path(self.work_dir) / self.method
+
+
+@dataclass
+class Job:
+    stage: str
+    task: str
+    lr: float
+    wd: float
+    seed: int
+    work_dir: Path
+    config: Path
+    options: List[str] = field(default_factory=list)
+
+    @property
+    def result_file(self) -> Path:
+        return self.work_dir / RESULT_FILE
+
+    def describe(self) -> str:
+        return (f'{self.task} lr={_num(self.lr)} wd={_num(self.wd)} '
+                f'seed={self.seed}')
+
+    def done(self) -> bool:
+        return self.result_file.is_file()
+
+    def result(self) -> dict:
+        with open(self.result_file, encoding='utf-8') as f:
+            return json.load(f)
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+def write_task_config(settings: SweepSettings, task: str,
+                      out_dir: Path) -> Path:
+    """The config the task's jobs run: ``configs/vtab/<task>.py`` for
+    ``vpt-deep`` (so edits there apply), else the method's base with the
+    task lines (:func:`render_task_config`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = out_dir / 'config.py'
+    checked_in = CONFIG_DIR / f'{task}.py'
+    if settings.method == 'vpt-deep' and checked_in.is_file():
+        text = (f'# {task}: the checked-in config\n'
+                f"_base_ = ['{checked_in}']\n")
+    elif task in TASKS:
+        text = render_task_config(task, settings.method,
+                                  base_dir=str(CONFIG_DIR / '_base_'))
+    else:
+        # a generated / custom task: the vpt-deep task file of no VTAB task
+        m = get_method(settings.method)
+        text = (f'# custom task {task} ({settings.num_classes} classes), '
+                f'{m.backbone} {m.name}\n'
+                f"_base_ = ['{CONFIG_DIR / '_base_' / m.base}']\n"
+                f"vtab_task = '{task}'\n"
+                f'model = dict(head=dict(num_classes='
+                f'{settings.num_classes}))\n'
+                'train_dataloader = dict(dataset=dict(task=vtab_task))\n'
+                'val_dataloader = dict(dataset=dict(task=vtab_task))\n'
+                'test_dataloader = dict(dataset=dict(task=vtab_task))\n')
+    if not config.is_file() or config.read_text() != text:
+        config.write_text(text)
+    return config
+
+
+def _data_options(settings: SweepSettings) -> List[str]:
+    opts = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts.append(f'{loader}.dataset.data_root={settings.data_root}')
+        if settings.num_classes is not None:
+            opts.append(
+                f'{loader}.dataset.num_classes={settings.num_classes}')
+    return opts
+
+
+def _common_options(settings: SweepSettings, lr: float, wd: float,
+                    seed: int) -> List[str]:
+    return [f'optim_wrapper.optimizer.lr={_num(lr)}',
+            f'optim_wrapper.optimizer.weight_decay={_num(wd)}',
+            f'randomness.seed={seed}'] + _data_options(settings)
+
+
+def grid_jobs(settings: SweepSettings, task: str,
+              config: Path) -> List[Job]:
+    seed = settings.seeds[0]
+    jobs = []
+    for lr in settings.lrs:
+        for wd in settings.wds:
+            options = _common_options(settings, lr, wd, seed) + [
+                'train_dataloader.dataset.split=train800',
+                'val_dataloader.dataset.split=val200',
+                # the grid only needs the val accuracy
+                'default_hooks.checkpoint=None',
+            ]
+            jobs.append(Job(
+                GRID_STAGE, task, lr, wd, seed,
+                settings.method_dir / task / 'grid' /
+                f'lr{_num(lr)}_wd{_num(wd)}', config,
+                options + list(settings.cfg_options)))
+    return jobs
+
+
+def final_jobs(settings: SweepSettings, task: str, config: Path, lr: float,
+               wd: float) -> List[Job]:
+    jobs = []
+    for seed in settings.seeds:
+        options = _common_options(settings, lr, wd, seed) + [
+            'train_dataloader.dataset.split=train800val200',
+            'test_dataloader.dataset.split=test',
+            # no validation: the test split is evaluated by tools/test.py
+            'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
+        ]
+        # the validation loop is off, so options for it cannot apply
+        user = [o for o in settings.cfg_options if not o.startswith(
+            ('val_dataloader', 'val_cfg', 'val_evaluator'))]
+        jobs.append(Job(FINAL_STAGE, task, lr, wd, seed,
+                        settings.method_dir / task / 'final' / f'seed{seed}',
+                        config, options + user))
+    return jobs
+
+
+def select_best(results: Sequence[dict]) -> dict:
+    """The grid result with the best val top-1; ties: smaller lr, then
+    smaller weight decay."""
+    if not results:
+        raise ValueError('no grid results to select from')
+    return min(results, key=lambda r: (-r['top1'], r['lr'], r['wd']))
+
+
+def latest_metric(run_dir: Path, filename_glob: str,
+                  key: str = 'accuracy/top1') -> float:
+    """The last ``key`` value mmengine logged as JSON under ``run_dir``
+    (``<timestamp>/vis_data/scalars.json`` for validation in training,
+    ``<timestamp>/<timestamp>.json`` for tools/test.py); the newest run's
+    file wins."""
+    files = sorted(run_dir.glob(filename_glob),
+                   key=lambda p: p.stat().st_mtime)
+    for file in reversed(files):
+        value = None
+        for line in file.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if key in record:
+                value = float(record[key])
+        if value is not None:
+            return value
+    raise JobFailed(f'no {key!r} was logged under {run_dir} '
+                    f'({filename_glob})')
+
+
+class Runner:
+    """Runs jobs as subprocesses on a pool of devices."""
+
+    def __init__(self, settings: SweepSettings, log: Log = print):
+        self.s = settings
+        self.log = log
+        self._lock = threading.Lock()
+        self.devices: 'Queue[Optional[int]]' = Queue()
+        for device in (range(settings.gpus) if settings.gpus else [None]):
+            self.devices.put(device)
+        self.workers = max(1, settings.gpus)
+        self.failures: List[str] = []
+        for tool in ('train.py', 'test.py'):
+            if not (TOOLS_DIR / tool).is_file():
+                raise FileNotFoundError(
+                    f'{TOOLS_DIR / tool} not found: the sweep runs the '
+                    "repository's tools/ (use a source checkout)")
+
+    def _say(self, msg: str) -> None:
+        with self._lock:
+            self.log(msg)
+
+    def _env(self, device: Optional[int]) -> Dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        if self.s.gpus:
+            env['CUDA_VISIBLE_DEVICES'] = str(device)
+        return env
+
+    def _call(self, cmd: List[str], log_file: Path,
+              device: Optional[int]) -> None:
+        with open(log_file, 'w', encoding='utf-8') as f:
+            f.write('$ ' + ' '.join(map(str, cmd)) + '\n')
+            f.flush()
+            proc = subprocess.run([str(c) for c in cmd], stdout=f,
+                                  stderr=subprocess.STDOUT,
+                                  env=self._env(device))
+        if proc.returncode != 0:
+            tail = log_file.read_text(errors='replace').splitlines()[-15:]
+            raise JobFailed(f'exit code {proc.returncode}, see {log_file}:\n'
+                            + '\n'.join('    ' + t for t in tail))
+
+    def commands(self, job: Job) -> List[List[str]]:
+        train = [self.s.python, TOOLS_DIR / 'train.py', job.config,
+                 '--work-dir', job.work_dir, '--cfg-options', *job.options]
+        if job.stage == GRID_STAGE:
+            return [train]
+        test = [self.s.python, TOOLS_DIR / 'test.py', job.config,
+                '<last checkpoint>', '--work-dir', job.work_dir / 'test',
+                '--cfg-options', *job.options]
+        return [train, test]
+
+    def _execute(self, job: Job, device: Optional[int]) -> dict:
+        if job.work_dir.exists():
+            # a half-finished earlier attempt: start clean
+            shutil.rmtree(job.work_dir)
+        job.work_dir.mkdir(parents=True)
+        start = time.time()
+        train, *rest = self.commands(job)
+        self._call(train, job.work_dir / 'train.log', device)
+        record = dict(stage=job.stage, method=self.s.method,
+                      backbone=get_method(self.s.method).backbone,
+                      task=job.task, lr=job.lr, wd=job.wd, seed=job.seed,
+                      config=str(job.config), cfg_options=job.options)
+        if job.stage == GRID_STAGE:
+            record.update(split='val200', top1=latest_metric(
+                job.work_dir, '*/vis_data/scalars.json'))
+        else:
+            last = job.work_dir / 'last_checkpoint'
+            if not last.is_file():
+                raise JobFailed(f'training wrote no checkpoint ({last})')
+            checkpoint = last.read_text().strip()
+            test = rest[0]
+            test[test.index('<last checkpoint>')] = checkpoint
+            self._call(test, job.work_dir / 'test.log', device)
+            record.update(split='test', checkpoint=checkpoint,
+                          top1=latest_metric(job.work_dir / 'test',
+                                             '*/[0-9]*.json'))
+            if self.s.delete_checkpoints:
+                for ckpt in job.work_dir.glob('*.pth'):
+                    ckpt.unlink()
+                record['checkpoint'] = None
+        record['seconds'] = round(time.time() - start, 1)
+        tmp = job.result_file.with_suffix('.tmp')
+        tmp.write_text(json.dumps(record, indent=2) + '\n')
+        tmp.replace(job.result_file)  # atomic: a result file is complete
+        return record
+
+    def run(self, jobs: Sequence[Job], title: str) -> List[dict]:
+        """Run ``jobs`` (skipping finished ones); returns the results of the
+        jobs that finished, logs failures and re-raises none."""
+        todo = [j for j in jobs if not j.done()]
+        results = [j.result() for j in jobs if j.done()]
+        n = len(jobs)
+        where = (f' on {self.s.gpus} GPU(s)' if self.s.gpus else
+                 ' on the CPU, one at a time')
+        self._say(f'{title}: {n} jobs, {n - len(todo)} already done, '
+                  f'{len(todo)} to run' +
+                  (where if todo and not self.s.dry_run else ''))
+        if self.s.dry_run:
+            for job in todo:
+                for cmd in self.commands(job):
+                    self._say('  ' + ' '.join(map(str, cmd)))
+            return results
+        counter = {'done': n - len(todo)}
+
+        def work(job: Job) -> Optional[dict]:
+            device = self.devices.get()
+            try:
+                where = '' if device is None else f' [gpu {device}]'
+                self._say(f'  start {job.stage} {job.describe()}{where}')
+                record = self._execute(job, device)
+            except Exception as e:  # noqa: BLE001 (reported, sweep goes on)
+                with self._lock:
+                    counter['done'] += 1
+                    self.failures.append(f'{job.stage} {job.describe()}')
+                    self.log(f'  [{counter["done"]}/{n}] FAILED {job.stage} '
+                             f'{job.describe()}: {e}')
+                return None
+            finally:
+                self.devices.put(device)
+            with self._lock:
+                counter['done'] += 1
+                metric = 'val' if job.stage == GRID_STAGE else 'test'
+                self.log(f'  [{counter["done"]}/{n}] {job.stage} '
+                         f'{job.describe()}: {metric} top-1 '
+                         f'{record["top1"]:.2f} ({record["seconds"]:.0f} s)')
+            return record
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            for record in pool.map(work, todo):
+                if record is not None:
+                    results.append(record)
+        return results
+
+
+def run_sweep(settings: SweepSettings, log: Log = print) -> int:
+    """Grid, selection, final runs and the table. Returns the number of
+    failed jobs (0 on success)."""
+    s = settings
+    runner = Runner(s, log)
+    method = get_method(s.method)
+    log(f'VTAB-1k sweep: {s.method} ({method.backbone}), '
+        f'{len(s.tasks)} task(s), grid {len(s.lrs)} lr x {len(s.wds)} wd, '
+        f'seeds {list(s.seeds)} -> {s.method_dir}')
+    configs = {t: write_task_config(s, t, s.method_dir / t) for t in s.tasks}
+
+    grid = [j for t in s.tasks for j in grid_jobs(s, t, configs[t])]
+    grid_results = runner.run(grid, 'Stage 1/2, grid on train800 -> val200')
+
+    finals = []
+    for task in s.tasks:
+        expected = [j for j in grid if j.task == task]
+        got = [r for r in grid_results if r['task'] == task]
+        if s.dry_run:
+            best = dict(lr=s.lrs[0], wd=s.wds[0], top1=float('nan'))
+        elif len(got) < len(expected):
+            log(f'  {task}: {len(expected) - len(got)} grid job(s) missing '
+                '(failed); no final runs for this task')
+            continue
+        else:
+            best = select_best(got)
+            selected = dict(task=task, lr=best['lr'], wd=best['wd'],
+                            val_top1=best['top1'],
+                            grid=[dict(lr=r['lr'], wd=r['wd'],
+                                       top1=r['top1']) for r in got])
+            (s.method_dir / task / 'selected.json').write_text(
+                json.dumps(selected, indent=2) + '\n')
+            log(f'  {task}: selected lr={_num(best["lr"])} '
+                f'wd={_num(best["wd"])} (val top-1 {best["top1"]:.2f})')
+        finals += final_jobs(s, task, configs[task], best['lr'], best['wd'])
+    runner.run(finals, 'Stage 2/2, final train800val200 -> test')
+
+    if not s.dry_run:
+        records = load_results([str(s.method_dir)])
+        if records:
+            summaries = summarize(records)
+            for fmt, name in (('markdown', 'results.md'),
+                              ('csv', 'results.csv')):
+                (s.method_dir / name).write_text(
+                    format_report(summaries, fmt))
+            log('')
+            log(format_report(summaries, 'markdown'))
+            log(f'Tables written to {s.method_dir / "results.md"} and '
+                f'{s.method_dir / "results.csv"}')
+    if runner.failures:
+        log(f'{len(runner.failures)} job(s) failed (rerun the same command '
+            'to retry them; finished jobs are skipped): ' +
+            '; '.join(runner.failures))
+    return len(runner.failures)
