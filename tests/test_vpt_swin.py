@@ -72,7 +72,7 @@ def test_without_prompts_loads_parent_strictly_and_is_bit_identical(
     parent = make_parent(**config)
     assert any(b.attn.shift_size > 0 for b in blocks(parent))
     model = VPTSwinTransformer(prompt_length=0, frozen_exclude=['all'],
-                               **cfg(**config))
+                               fused_attn=False, **cfg(**config))
     result = model.load_state_dict(parent.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert model.prompt_embeddings is None
@@ -85,7 +85,7 @@ def test_without_prompts_loads_parent_strictly_and_is_bit_identical(
 def test_without_prompts_matches_parent_with_abs_pos_embed():
     parent = make_parent(use_abs_pos_embed=True)
     model = make_vpt(parent, prompt_length=0, frozen_exclude=['all'],
-                     use_abs_pos_embed=True)
+                     use_abs_pos_embed=True, fused_attn=False)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert_outputs_equal(model(x), parent(x))
@@ -116,7 +116,7 @@ def test_prompts_are_a_parameter_list_per_stage_and_only_they_miss_in_parent(
 
 @pytest.mark.parametrize('layers', ['deep', 'shallow'])
 def test_stage_outputs_are_normed_image_tokens_without_prompts(layers):
-    model = make_vpt(prompt_length=P, prompt_layers=layers)
+    model = make_vpt(prompt_length=P, prompt_layers=layers, fused_attn=False)
     last = [stage.blocks[-1].ffn for stage in model.stages]
     with Taps(last) as t, torch.no_grad():
         feats = model(torch.randn(2, 3, 56, 72))
@@ -299,7 +299,8 @@ def test_prompts_are_merged_into_next_stage_unless_its_first_block_is_fresh():
     """shallow: stage 1's first block receives the merged stage-0 prompt
     outputs; deep: it receives fresh stage-1 prompts instead."""
     for layers in ('shallow', 'deep'):
-        model = make_vpt(prompt_length=P, prompt_layers=layers)
+        model = make_vpt(prompt_length=P, prompt_layers=layers,
+                         fused_attn=False)
         b0, b1 = model.stages[0].blocks
         s1 = model.stages[1].blocks[0]
         with Taps([b1.ffn, s1.norm1]) as t, torch.no_grad():

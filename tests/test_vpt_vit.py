@@ -78,7 +78,7 @@ def test_without_prompts_loads_parent_strictly_and_is_bit_identical(
         config, size):
     parent = make_parent(**config)
     model = VPTVisionTransformer(prompt_length=0, frozen_exclude=['all'],
-                                 **cfg(**config))
+                                 fused_attn=False, **cfg(**config))
     result = model.load_state_dict(parent.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert model.prompt_embeddings is None
@@ -184,7 +184,8 @@ def test_layer_list_prompts_listed_layers_and_carries_in_between():
     parent), layer 1 fresh, layer 2 carries layer 1's prompt outputs, layer 3
     fresh."""
     parent = make_parent()
-    model = make_vpt(parent, prompt_length=P, prompt_layers=[3, 1])
+    model = make_vpt(parent, prompt_length=P, prompt_layers=[3, 1],
+                     fused_attn=False)
     assert model.prompt_layers == [1, 3]
     assert model.prompt_embeddings.shape == (2, P, D)
     x = torch.randn(2, 3, 32, 32)

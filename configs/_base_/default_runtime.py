@@ -12,7 +12,15 @@ env_cfg = dict(
     # tools/train.py switches this to gloo when distributed without a GPU
     dist_cfg=dict(backend='nccl'),
 )
+# Training curves: LocalVisBackend writes every logged scalar (loss, lr,
+# mIoU ...) to WORK_DIR/<timestamp>/vis_data/scalars.json
+# (tools/analysis/plot_curves.py plots it); TensorBoard event files are
+# written next to it when tensorboard is installed.
+from importlib.util import find_spec as _find_spec  # noqa: E402
+
 vis_backends = [dict(type='LocalVisBackend')]
+if _find_spec('tensorboard') is not None:
+    vis_backends.append(dict(type='TensorboardVisBackend'))
 visualizer = dict(
     type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)

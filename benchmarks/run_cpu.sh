@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Every CPU number in benchmarks/README.md, one tools/analysis/benchmark.py
+# command each (2-core shared machine: one intra-op thread, see the README).
+# Usage: benchmarks/run_cpu.sh [NAME ...]   (default: all, in this order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=benchmarks/results/cpu
+mkdir -p "$OUT"
+
+VIT_VPT=configs/vpt/setr_vit-l_pup_vpt-deep-10_ade20k-512x512.py
+VIT_FULL=configs/vpt/setr_vit-l_pup_full_ade20k-512x512.py
+SWIN_VPT=configs/vpt/upernet_swin_vpt_ade20k.py
+SWIN_FULL=configs/vpt/upernet_swin-b_full_ade20k-512x512.py
+NO_PROMPTS=(model.backbone.prompt_length=0 'model.backbone.frozen_exclude=[]')
+PLAIN=(model.backbone.fused_attn=False)
+VIT_L4=(model.backbone.num_layers=4 'model.backbone.out_indices=[0,1,2,3]')
+SWIN_B6=('model.backbone.depths=[2,2,6,2]')
+
+bench() {  # NAME ARGS...
+  local name=$1; shift
+  echo "== $name: python tools/analysis/benchmark.py $*" >&2
+  "$PY" tools/analysis/benchmark.py "$@" --threads 1 --batch-size 2 \
+    --out "$OUT/$name.json" | tee "$OUT/$name.md"
+}
+
+run() {
+  case $1 in
+  # goal 2: backbone inference, VPT-deep 10 prompts vs no prompts
+  g2_swin) bench $1 $SWIN_VPT --mode backbone --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 5 --repeats 4 ;;
+  g2_vit) bench $1 $VIT_VPT --mode backbone --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 3 --repeats 3 ;;
+  # goal 1: whole-segmentor training step, VPT-deep vs full fine-tuning
+  g1_vit) bench $1 $VIT_VPT --vs $VIT_FULL --mode train --warmup 1 --iters 2 --repeats 2 ;;
+  g1_swin) bench $1 $SWIN_VPT --vs $SWIN_FULL --mode train --warmup 1 --iters 2 --repeats 2 ;;
+  # the backbone's share of it (no heads)
+  g1_vit_backbone) bench $1 $VIT_VPT --vs $VIT_FULL --mode train_backbone --warmup 1 --iters 2 --repeats 2 ;;
+  g1_swin_backbone) bench $1 $SWIN_VPT --vs $SWIN_FULL --mode train_backbone --warmup 1 --iters 2 --repeats 2 ;;
+  # goal 3: memory-saving options for VPT-deep (B) against plain VPT-deep (A)
+  g3_vit_cp) bench $1 $VIT_VPT --mode train --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
+  g3_swin_cp) bench $1 $SWIN_VPT --mode train --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
+  g3_vit_amp) bench $1 $VIT_VPT --mode train --vs-amp --warmup 1 --iters 2 ;;
+  g3_swin_amp) bench $1 $SWIN_VPT --mode train --vs-amp --warmup 1 --iters 2 ;;
+  # before/after: plain reference paths (A) vs the fast paths (B)
+  ba_vit_vpt) bench $1 $VIT_VPT --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
+  ba_vit_full) bench $1 $VIT_FULL --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
+  ba_swin_vpt) bench $1 $SWIN_VPT --mode train_backbone --cfg-options "${SWIN_B6[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
+  ba_swin_full) bench $1 $SWIN_FULL --mode train_backbone --cfg-options "${SWIN_B6[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
+  ba_g2_swin) bench $1 $SWIN_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 5 --repeats 3 ;;
+  ba_g2_vit) bench $1 $VIT_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 2 --repeats 2 ;;
+  *) echo "unknown benchmark $1" >&2; exit 2 ;;
+  esac
+}
+
+ALL=(g2_swin g2_vit g1_vit g1_swin g1_vit_backbone g1_swin_backbone
+     g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp
+     ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit)
+for name in "${@:-${ALL[@]}}"; do run "$name"; done

@@ -1,0 +1,403 @@
+"""Time and memory of segmentor training steps and inference.
+
+One measurement (:func:`measure`) builds a segmentor from a config with
+random weights, feeds it a random batch of the config's crop size through
+its data preprocessor, runs warm-up iterations, then timed ones, and reports
+median/min/max seconds per iteration, images/s and peak memory:
+
+* GPU: ``torch.cuda.max_memory_allocated`` (parameters, gradients, optimizer
+  state, activations);
+* CPU: the process's peak resident memory (``ru_maxrss``) minus its resident
+  memory just before the model was built, i.e. the same things plus allocator
+  overhead, without the interpreter and libraries. The raw peak is kept too.
+
+:func:`run_isolated` runs one measurement in a fresh Python process, so that
+variants never share an allocator or a memory high-water mark;
+:func:`compare` runs two variants alternately (A B A B ...) and gives their
+ratios pair by pair. ``tools/analysis/benchmark.py`` is the command line.
+"""
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+Spec = Dict[str, Any]
+Progress = Callable[[str], None]
+
+MODES = ('train', 'train_backbone', 'infer', 'backbone')
+DEFAULT_SPEC: Spec = dict(
+    config=None, cfg_options=None, label=None, mode='train', batch_size=2,
+    warmup=2, iters=5, amp=False, device='auto', threads=None, seed=0)
+
+
+def make_spec(**kwargs) -> Spec:
+    """A measurement spec: :data:`DEFAULT_SPEC` updated with ``kwargs``."""
+    unknown = set(kwargs) - set(DEFAULT_SPEC)
+    if unknown:
+        raise ValueError(f'unknown benchmark settings: {sorted(unknown)}')
+    spec = dict(DEFAULT_SPEC, **kwargs)
+    if spec['mode'] not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {spec['mode']!r}")
+    if spec['label'] is None:
+        spec['label'] = os.path.splitext(os.path.basename(spec['config']))[0]
+    return spec
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------
+def _drop_pretrained(node: Any) -> None:
+    """Random weights instead of ``Pretrained`` checkpoint files."""
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        if isinstance(node.get('pretrained'), str):
+            node['pretrained'] = None
+        for value in node.values():
+            _drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _drop_pretrained(value)
+
+
+def load_bench_config(spec: Spec):
+    """The config of ``spec`` as measured: random init, BN for SyncBN (one
+    process), and mixed precision if ``spec['amp']``."""
+    from .cli import enable_amp, load_config
+    from .dist import convert_syncbn_to_bn
+    cfg = load_config(spec['config'], spec['cfg_options'])
+    _drop_pretrained(cfg.model)
+    convert_syncbn_to_bn(cfg.model)
+    if spec['amp']:
+        enable_amp(cfg)
+    return cfg
+
+
+def crop_size(cfg) -> Sequence[int]:
+    size = cfg.model.get('data_preprocessor', {}).get('size') or cfg.get(
+        'crop_size')
+    if size is None:
+        raise ValueError('config has neither model.data_preprocessor.size '
+                         'nor crop_size')
+    return tuple(size)
+
+
+def num_classes(cfg) -> int:
+    head = cfg.model.decode_head
+    return (head[-1] if isinstance(head, (list, tuple)) else
+            head)['num_classes']
+
+
+def random_batch(cfg, batch_size: int, seed: int = 0) -> dict:
+    """mmseg's data dict: uint8 images and random labels of the crop size."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(seed)
+    H, W = crop_size(cfg)
+    inputs, samples = [], []
+    for _ in range(batch_size):
+        inputs.append(torch.randint(0, 256, (3, H, W), generator=g,
+                                    dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W)))
+        label = torch.randint(0, num_classes(cfg), (1, H, W), generator=g)
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------
+def _current_rss() -> int:
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except OSError:  # not Linux: fall back to the high-water mark
+        return _peak_rss()
+
+
+def _peak_rss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024
+
+
+class PeakMemory:
+    """Peak memory of what runs after construction (see module doc)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.baseline = torch.cuda.memory_allocated(device)
+            self.kind = 'cuda_max_memory_allocated'
+        else:
+            self.baseline = _current_rss()
+            self.kind = 'cpu_peak_rss_minus_baseline'
+
+    def read(self) -> Dict[str, Any]:
+        if self.device.type == 'cuda':
+            peak = torch.cuda.max_memory_allocated(self.device)
+            return dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
+                        peak_raw=peak, baseline=self.baseline)
+        peak = _peak_rss()
+        return dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
+                    peak_raw=peak, baseline=self.baseline)
+
+
+# ---------------------------------------------------------------------------
+# one measurement
+# ---------------------------------------------------------------------------
+def _backbone_settings(model) -> dict:
+    bb = model.backbone
+    out = dict(backbone=type(bb).__name__)
+    for key in ('prompt_length', 'fused_attn'):
+        if hasattr(bb, key):
+            out[key] = getattr(bb, key)
+    layers = getattr(bb, 'layers', None) or [
+        b for s in getattr(bb, 'stages', []) for b in s.blocks]
+    out['with_cp'] = bool(layers) and bool(getattr(layers[0], 'with_cp',
+                                                   False))
+    return out
+
+
+def _step_fn(model, cfg, spec: Spec, data: dict,
+             device: torch.device) -> Callable[[], None]:
+    """One iteration of ``spec['mode']`` as a closure:
+
+    * ``train``: ``model.train_step`` (preprocessing, forward, losses,
+      backward, optimizer step) with the config's ``optim_wrapper``;
+    * ``train_backbone``: the same for the backbone alone, with a cheap
+      stand-in loss on its outputs (what prompt tuning changes, without the
+      heads every variant shares);
+    * ``infer``: ``model.test_step`` (the whole segmentor, no grad);
+    * ``backbone``: the backbone's forward alone, no grad.
+    """
+    mode = spec['mode']
+    amp = bool(spec['amp'])
+    if mode in ('train', 'train_backbone'):
+        from mmengine.optim import build_optim_wrapper
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        model.train()
+        if mode == 'train':
+            return lambda: model.train_step(data, optim_wrapper)
+        inputs = model.data_preprocessor(copy.copy(data), True)['inputs']
+
+        def train_backbone():
+            with optim_wrapper.optim_context(model):
+                feats = model.backbone(inputs)
+                loss = sum(f.float().mean() for f in feats)
+            optim_wrapper.update_params(loss)
+        return train_backbone
+
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=amp)
+    if mode == 'infer':
+        def infer():
+            with torch.no_grad(), autocast:
+                model.test_step(data)
+        return infer
+
+    inputs = model.data_preprocessor(copy.copy(data), False)['inputs']
+
+    def backbone():
+        with torch.no_grad(), autocast:
+            model.backbone(inputs)
+    return backbone
+
+
+def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
+    """Build the model of ``spec`` and time ``spec['mode']`` in this
+    process."""
+    import mmseg_vpt  # noqa: F401  (registers the backbones and wrappers)
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    # mmengine logs every parameter's init, lr and frozen state
+    # (a new instance becomes mmengine's current logger)
+    MMLogger.get_instance(f'mmseg_vpt.benchmark.{time.time_ns()}',
+                          log_level='ERROR')
+
+    if spec['threads']:
+        torch.set_num_threads(spec['threads'])
+    device = resolve_device(spec['device'])
+    cfg = load_bench_config(spec)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    torch.manual_seed(spec['seed'])
+
+    memory = PeakMemory(device)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.to(device)
+    data = random_batch(cfg, spec['batch_size'], spec['seed'])
+    step = _step_fn(model, cfg, spec, data, device)
+
+    def timed() -> float:
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    label = f"{spec['label']} ({spec['mode']})"
+    for i in range(spec['warmup']):
+        progress(f'  {label} warm-up {i + 1}/{spec["warmup"]}: '
+                 f'{timed():.3f} s')
+    times = []
+    for i in range(spec['iters']):
+        times.append(timed())
+        progress(f'  {label} iter {i + 1}/{spec["iters"]}: {times[-1]:.3f} s')
+
+    params = list(model.parameters())
+    tuned = [p for p in params if p.requires_grad]
+    median = statistics.median(times)
+    result = dict(
+        label=spec['label'], config=spec['config'],
+        cfg_options=spec['cfg_options'], mode=spec['mode'],
+        batch_size=spec['batch_size'], crop_size=list(crop_size(cfg)),
+        amp=bool(spec['amp']), device=str(device),
+        device_name=(torch.cuda.get_device_name(device)
+                     if device.type == 'cuda' else 'cpu'),
+        threads=torch.get_num_threads(), torch=torch.__version__,
+        warmup=spec['warmup'], iters=spec['iters'], times=times,
+        median=median, min=min(times), max=max(times),
+        images_per_s=spec['batch_size'] / median,
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in tuned),
+        # fp32 bytes of everything a task trains (prompts, heads): what a
+        # tuned-only checkpoint must store at least
+        trainable_fp32_bytes=4 * sum(p.numel() for p in tuned))
+    result.update(_backbone_settings(model))
+    result.update(memory.read())
+    return result
+
+
+# ---------------------------------------------------------------------------
+# isolation and A/B comparison
+# ---------------------------------------------------------------------------
+def run_isolated(spec: Spec) -> Dict[str, Any]:
+    """:func:`measure` in a fresh Python process (progress goes to this
+    process's stderr)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'result.json')
+        cmd = [sys.executable, '-m', 'mmseg_vpt.utils.benchmark',
+               json.dumps(spec), out]
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env.setdefault('PYTHONWARNINGS', 'ignore::UserWarning')
+        env['PYTHONPATH'] = os.pathsep.join(
+            [repo] + [p for p in [env.get('PYTHONPATH')] if p])
+        proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark of {spec['label']} failed "
+                               f'(exit code {proc.returncode})')
+        with open(out) as f:
+            return json.load(f)
+
+
+def ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, float]:
+    """A / B for time per iteration and peak memory."""
+    return dict(time=a['median'] / b['median'],
+                peak_mem=a['peak_mem'] / b['peak_mem'])
+
+
+def compare(spec_a: Spec, spec_b: Optional[Spec], repeats: int,
+            isolated: bool = True,
+            progress: Progress = _stderr) -> Dict[str, Any]:
+    """Run A (and B) ``repeats`` times, alternating A B A B ..., each run in
+    its own process unless ``isolated`` is False."""
+    run = run_isolated if isolated else (lambda s: measure(s, progress))
+    results: List[Dict[str, Any]] = []
+    pairs: List[Dict[str, float]] = []
+    for r in range(repeats):
+        a = dict(run(spec_a), repeat=r)
+        results.append(a)
+        progress(f'[{r + 1}/{repeats}] {_one_line(a)}')
+        if spec_b is None:
+            continue
+        b = dict(run(spec_b), repeat=r)
+        results.append(b)
+        progress(f'[{r + 1}/{repeats}] {_one_line(b)}')
+        pairs.append(ratios(a, b))
+        progress(f"[{r + 1}/{repeats}] A/B time {pairs[-1]['time']:.3f}x, "
+                 f"peak memory {pairs[-1]['peak_mem']:.3f}x")
+    summary: Dict[str, Any] = dict(results=results, pairs=pairs)
+    if pairs:
+        summary['median_ratio'] = {
+            k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------
+def _mib(n: float) -> str:
+    return f'{n / 2**20:.0f}'
+
+
+def _one_line(r: Dict[str, Any]) -> str:
+    return (f"{r['label']}: {r['mode']} median {r['median']:.3f} s/iter, "
+            f"{r['images_per_s']:.2f} img/s, peak {_mib(r['peak_mem'])} MiB")
+
+
+TABLE_HEADER = ('| variant | mode | batch | crop | median s | min s | max s '
+                '| img/s | peak MiB | trainable | trainable fp32 MiB |')
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    """A Markdown table of every run, then the A/B ratios."""
+    lines = [TABLE_HEADER, '|' + '---|' * (TABLE_HEADER.count('|') - 1)]
+    for r in summary['results']:
+        lines.append(
+            f"| {r['label']} | {r['mode']}{' amp' if r['amp'] else ''} "
+            f"| {r['batch_size']} | {r['crop_size'][0]}x{r['crop_size'][1]} "
+            f"| {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} "
+            f"| {r['images_per_s']:.2f} | {_mib(r['peak_mem'])} "
+            f"| {r['trainable_params']:,} "
+            f"| {r['trainable_fp32_bytes'] / 2**20:.1f} |")
+    for i, p in enumerate(summary['pairs']):
+        lines.append(f"pair {i + 1}: A/B time {p['time']:.3f}x, "
+                     f"peak memory {p['peak_mem']:.3f}x")
+    if 'median_ratio' in summary:
+        m = summary['median_ratio']
+        lines.append(f"median A/B: time {m['time']:.3f}x, "
+                     f"peak memory {m['peak_mem']:.3f}x")
+    return '\n'.join(lines)
+
+
+def _child_main(argv: List[str]) -> None:
+    warnings.filterwarnings('ignore', category=UserWarning)
+    spec, out = json.loads(argv[0]), argv[1]
+    result = measure(spec)
+    with open(out, 'w') as f:
+        json.dump(result, f)
+
+
+if __name__ == '__main__':
+    _child_main(sys.argv[1:])
