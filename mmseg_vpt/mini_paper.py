@@ -482,9 +482,14 @@ def summarize(result: dict) -> List[dict]:
                         mious=mious.tolist(),
                         tunable=rows[0]['tunable'], total=rows[0]['total'],
                         seconds=float(np.mean([r['seconds'] for r in rows]))))
+    head = next((r['mious'] for r in out if r['protocol'] == 'head_only'),
+                None)
     for row in out:
         row['tunable_pct'] = (100.0 * row['tunable'] / full_tunable
                               if full_tunable else float('nan'))
+        # paired by seed: the same pretrained backbone, data and head init
+        row['gain_vs_head_only'] = None if head is None else [
+            m - h for m, h in zip(row['mious'], head)]
     return out
 
 
@@ -496,14 +501,19 @@ def format_table(result: dict) -> str:
         f'adapted to segmentation by {result["config"]["downstream_task"]} '
         f'(seeds {", ".join(map(str, seeds))})',
         f'NOTE: {SYNTHETIC_NOTE}', '',
-        '| protocol | mIoU (mean +- std) | per seed | tunable params | '
-        '% of full |', '|---|---|---|---|---|'
+        '| protocol | mIoU (mean +- std) | per seed | vs Head-only, per '
+        'seed: min / mean | tunable params | % of full |',
+        '|---|---|---|---|---|---|'
     ]
     for r in rows:
         per_seed = ' / '.join(f'{m:.3f}' for m in r['mious'])
+        gain = r['gain_vs_head_only']
+        gain = '-' if not gain or r['protocol'] == 'head_only' else \
+            f'{min(gain):+.3f} / {np.mean(gain):+.3f}'
         lines.append(
             f'| {r["name"]} | {r["miou_mean"]:.3f} +- {r["miou_std"]:.3f} | '
-            f'{per_seed} | {r["tunable"]:,} | {r["tunable_pct"]:.2f}% |')
+            f'{per_seed} | {gain} | {r["tunable"]:,} | '
+            f'{r["tunable_pct"]:.2f}% |')
     return '\n'.join(lines)
 
 

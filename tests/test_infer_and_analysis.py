@@ -498,10 +498,14 @@ def test_plot_curves_cli_plots_loss_and_miou_from_the_local_backend(
 # ---------------------------------------------------------------------------
 # the mini-paper
 # ---------------------------------------------------------------------------
+# VPT-deep minus Head-only mIoU in `tools/mini_paper.py --quick` was 0.082,
+# 0.074, 0.093, 0.053 and 0.060 on seeds 0-4 (README, Mini-paper), and Full
+# stayed above VPT-deep by at least 0.05; the test runs seed 0 and asks for
+# a margin well under the smallest one seen.
+MINI_PAPER_MARGIN = 0.03
+
+
 @pytest.mark.slow
-@pytest.mark.skip(reason='issue 7 open: the quick mini-paper run did not yet '
-                  'show VPT-deep above head-only robustly over seeds; the '
-                  'margin and budget are still being tuned')
 def test_mini_paper_quick_run_vpt_deep_beats_head_only_with_few_params(
         tmp_path):
     """The shortened mini-paper reproduces the paper's ordering on its
@@ -517,9 +521,11 @@ def test_mini_paper_quick_run_vpt_deep_beats_head_only_with_few_params(
     rows = {r['protocol']: r for r in result['runs'][0]['rows']}
     assert set(rows) == {'full', 'head_only', 'bias', 'vpt_shallow',
                          'vpt_deep', 'vpt_bias'}
+    mious = {k: round(r['miou'], 3) for k, r in rows.items()}
     assert rows['vpt_deep']['tunable'] < 0.10 * rows['full']['tunable']
     assert rows['vpt_deep']['miou'] > rows['head_only']['miou'] + \
-        MINI_PAPER_MARGIN, {k: round(r['miou'], 3) for k, r in rows.items()}
+        MINI_PAPER_MARGIN, mious
+    assert rows['full']['miou'] > rows['vpt_deep']['miou'], mious
 
 
 def test_mini_paper_protocols_train_what_the_paper_says():
