@@ -40,6 +40,9 @@ run() {
   g3_swin_cp) bench $1 $SWIN_VPT --mode train --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
   g3_vit_amp) bench $1 $VIT_VPT --mode train --vs-amp --warmup 1 --iters 2 ;;
   g3_swin_amp) bench $1 $SWIN_VPT --mode train --vs-amp --warmup 1 --iters 2 ;;
+  # both options on VPT-deep (B) against full fine-tuning in fp32 (A)
+  g3_vit_lean) bench $1 $VIT_FULL --vs $VIT_VPT --mode train --vs-amp --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
+  g3_swin_lean) bench $1 $SWIN_FULL --vs $SWIN_VPT --mode train --vs-amp --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
   # before/after: plain reference paths (A) vs the fast paths (B)
   ba_vit_vpt) bench $1 $VIT_VPT --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
   ba_vit_full) bench $1 $VIT_FULL --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
@@ -52,6 +55,6 @@ run() {
 }
 
 ALL=(g2_swin g2_vit g1_vit g1_swin g1_vit_backbone g1_swin_backbone
-     g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp
+     g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp g3_vit_lean g3_swin_lean
      ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit)
 for name in "${@:-${ALL[@]}}"; do run "$name"; done

@@ -491,7 +491,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                 needed = layer + 1 < self._num_blocks and not \
                     self.is_prompted(layer + 1)
                 x = prompted_block(block, x, hw_shape, num_prompts, needed)
-                if self.fused_attn and not needed:
+                if not needed and block.attn.w_msa.fused_attn:
                     num_prompts = 0
                 layer += 1
             out, out_hw_shape = x[:, num_prompts:], hw_shape
