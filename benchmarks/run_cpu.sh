@@ -35,6 +35,9 @@ run() {
   # the backbone's share of it (no heads)
   g1_vit_backbone) bench $1 $VIT_VPT --vs $VIT_FULL --mode train_backbone --warmup 1 --iters 2 --repeats 2 ;;
   g1_swin_backbone) bench $1 $SWIN_VPT --vs $SWIN_FULL --mode train_backbone --warmup 1 --iters 2 --repeats 2 ;;
+  # where the memory goes: one step each, bytes by kind and by module
+  mem_vit) bench $1 $VIT_VPT --vs $VIT_FULL --mode train --breakdown --warmup 0 --iters 1 ;;
+  mem_swin) bench $1 $SWIN_VPT --vs $SWIN_FULL --mode train --breakdown --warmup 0 --iters 1 ;;
   # goal 3: memory-saving options for VPT-deep (B) against plain VPT-deep (A)
   g3_vit_cp) bench $1 $VIT_VPT --mode train --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
   g3_swin_cp) bench $1 $SWIN_VPT --mode train --vs-cfg-options model.backbone.with_cp=True --warmup 1 --iters 2 ;;
@@ -55,6 +58,7 @@ run() {
 }
 
 ALL=(g2_swin g2_vit g1_vit g1_swin g1_vit_backbone g1_swin_backbone
+     mem_vit mem_swin
      g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp g3_vit_lean g3_swin_lean
      ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit)
 for name in "${@:-${ALL[@]}}"; do run "$name"; done

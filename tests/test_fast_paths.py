@@ -300,3 +300,26 @@ def test_benchmark_cli_compares_two_variants_and_writes_json(tmp_path):
     assert len(summary['pairs']) == 2
     assert set(summary['median_ratio']) == {'time', 'peak_mem'}
     assert summary['command'].startswith('python tools/analysis/benchmark.py')
+
+
+def test_memory_breakdown_separates_backbone_savings_from_the_heads():
+    """VPT-deep vs full fine-tuning of one model: same parameters and the
+    same head activations; fewer gradients, less optimizer state and fewer
+    backbone activations kept for backward."""
+    common = dict(config=str(REPO / TINY_VIT), mode='train', batch_size=1,
+                  warmup=0, iters=1, threads=1, breakdown=True)
+    vpt = measure(make_spec(**common), progress=lambda msg: None)
+    full = measure(make_spec(cfg_options={
+        'model.backbone.prompt_length': 0,
+        'model.backbone.frozen_exclude': ['all']}, **common),
+        progress=lambda msg: None)
+    a, b = vpt['breakdown'], full['breakdown']
+    assert a['grads'] == vpt['trainable_fp32_bytes']
+    assert b['grads'] == full['trainable_fp32_bytes'] > a['grads']
+    assert b['optimizer_state'] > a['optimizer_state'] > 0
+    assert 0 < a['saved_backbone'] < b['saved_backbone']
+    # the heads see one more token-free feature map either way
+    assert a['saved_decode_head'] == b['saved_decode_head'] > 0
+    assert a['saved_total'] == sum(v for k, v in a.items()
+                                   if k.startswith('saved_') and
+                                   k != 'saved_total')

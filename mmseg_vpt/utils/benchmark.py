@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -36,7 +36,8 @@ Progress = Callable[[str], None]
 MODES = ('train', 'train_backbone', 'infer', 'backbone')
 DEFAULT_SPEC: Spec = dict(
     config=None, cfg_options=None, label=None, mode='train', batch_size=2,
-    warmup=2, iters=5, amp=False, device='auto', threads=None, seed=0)
+    warmup=2, iters=5, amp=False, device='auto', threads=None, seed=0,
+    breakdown=False)
 
 
 def make_spec(**kwargs) -> Spec:
@@ -183,7 +184,7 @@ def _backbone_settings(model) -> dict:
 
 
 def _step_fn(model, cfg, spec: Spec, data: dict,
-             device: torch.device) -> Callable[[], None]:
+             device: torch.device) -> Tuple[Callable[[], None], Any]:
     """One iteration of ``spec['mode']`` as a closure:
 
     * ``train``: ``model.train_step`` (preprocessing, forward, losses,
@@ -193,6 +194,8 @@ def _step_fn(model, cfg, spec: Spec, data: dict,
       heads every variant shares);
     * ``infer``: ``model.test_step`` (the whole segmentor, no grad);
     * ``backbone``: the backbone's forward alone, no grad.
+
+    Returns the closure and the optimizer wrapper (None without training).
     """
     mode = spec['mode']
     amp = bool(spec['amp'])
@@ -201,7 +204,8 @@ def _step_fn(model, cfg, spec: Spec, data: dict,
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
         model.train()
         if mode == 'train':
-            return lambda: model.train_step(data, optim_wrapper)
+            return (lambda: model.train_step(data, optim_wrapper),
+                    optim_wrapper)
         inputs = model.data_preprocessor(copy.copy(data), True)['inputs']
 
         def train_backbone():
@@ -209,7 +213,7 @@ def _step_fn(model, cfg, spec: Spec, data: dict,
                 feats = model.backbone(inputs)
                 loss = sum(f.float().mean() for f in feats)
             optim_wrapper.update_params(loss)
-        return train_backbone
+        return train_backbone, optim_wrapper
 
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
@@ -218,14 +222,83 @@ def _step_fn(model, cfg, spec: Spec, data: dict,
         def infer():
             with torch.no_grad(), autocast:
                 model.test_step(data)
-        return infer
+        return infer, None
 
     inputs = model.data_preprocessor(copy.copy(data), False)['inputs']
 
     def backbone():
         with torch.no_grad(), autocast:
             model.backbone(inputs)
-    return backbone
+    return backbone, None
+
+
+def memory_breakdown(model, step: Callable[[], None],
+                     optim_wrapper) -> Dict[str, int]:
+    """Bytes by kind for one more training step: parameters, gradients
+    (one per trainable parameter at the end of the backward), optimizer
+    state, and the activations autograd keeps for the backward, attributed
+    to the model's top-level module (backbone, decode_head, ...) that saved
+    them first. Activations are counted per storage (views and tensors saved
+    twice count once; parameters are not activations).
+
+    This explains peak memory rather than measuring it: the peak also holds
+    temporaries and, on CPU, allocator slack.
+    """
+    params = list(model.parameters())
+    param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+    owner = ['other']  # stack of the top-level modules being run
+
+    def attributed(name: str, method: Callable) -> Callable:
+        def run(*args, **kwargs):
+            owner.append(name)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                owner.pop()
+        return run
+
+    # instance attributes shadow the methods: mmseg's heads call
+    # self.forward() from loss(), which module hooks would not see
+    # (several auxiliary heads come as a ModuleList: one name for all)
+    wrapped = []
+    for name, child in model.named_children():
+        if name == 'data_preprocessor':
+            continue
+        members = child if isinstance(child, torch.nn.ModuleList) else [child]
+        for member in members:
+            for method in ('forward', 'loss'):
+                if hasattr(member, method):
+                    setattr(member, method,
+                            attributed(name, getattr(member, method)))
+                    wrapped.append((member, method))
+    seen: Dict[int, str] = {}
+    saved: Dict[str, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in param_ptrs and ptr not in seen:
+            seen[ptr] = owner[-1]
+            saved[owner[-1]] = saved.get(owner[-1], 0) + storage.nbytes()
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            step()
+    finally:
+        for child, method in wrapped:
+            delattr(child, method)
+    state = optim_wrapper.optimizer.state.values()
+    out = dict(
+        params=sum(p.numel() * p.element_size() for p in params),
+        grads=sum(p.numel() * p.element_size() for p in params
+                  if p.requires_grad),
+        optimizer_state=sum(v.numel() * v.element_size() for st in state
+                            for v in st.values()
+                            if isinstance(v, torch.Tensor)))
+    out.update({f'saved_{k}': v for k, v in saved.items()})
+    out['saved_total'] = sum(saved.values())
+    return out
 
 
 def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
@@ -253,7 +326,10 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
     model.init_weights()
     model.to(device)
     data = random_batch(cfg, spec['batch_size'], spec['seed'])
-    step = _step_fn(model, cfg, spec, data, device)
+    step, optim_wrapper = _step_fn(model, cfg, spec, data, device)
+    if spec['breakdown'] and optim_wrapper is None:
+        raise ValueError('breakdown needs a training mode (train or '
+                         f"train_backbone), got mode {spec['mode']!r}")
 
     def timed() -> float:
         if device.type == 'cuda':
@@ -293,7 +369,9 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
         # tuned-only checkpoint must store at least
         trainable_fp32_bytes=4 * sum(p.numel() for p in tuned))
     result.update(_backbone_settings(model))
-    result.update(memory.read())
+    result.update(memory.read())  # before the breakdown step's hooks
+    if spec['breakdown']:
+        result['breakdown'] = memory_breakdown(model, step, optim_wrapper)
     return result
 
 
@@ -388,6 +466,24 @@ def format_table(summary: Dict[str, Any]) -> str:
         m = summary['median_ratio']
         lines.append(f"median A/B: time {m['time']:.3f}x, "
                      f"peak memory {m['peak_mem']:.3f}x")
+    broken = [r for r in summary['results'] if 'breakdown' in r]
+    if broken:
+        lines += ['', format_breakdown(broken)]
+    return '\n'.join(lines)
+
+
+def format_breakdown(results: List[Dict[str, Any]]) -> str:
+    """Markdown table of :func:`memory_breakdown` (MiB), one row per run."""
+    saved = sorted({k for r in results for k in r['breakdown']
+                    if k.startswith('saved_') and k != 'saved_total'})
+    cols = ['params', 'grads', 'optimizer_state'] + saved + ['saved_total']
+    names = [c.replace('saved_', 'kept for backward: ') for c in cols]
+    lines = ['| variant (MiB) | ' + ' | '.join(names) + ' |',
+             '|' + '---|' * (len(cols) + 1)]
+    for r in results:
+        b = r['breakdown']
+        lines.append(f"| {r['label']} | " + ' | '.join(
+            _mib(b.get(c, 0)) for c in cols) + ' |')
     return '\n'.join(lines)
 
 

@@ -67,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--in-process', action='store_true',
                         help='measure in this process (peak memory then '
                         'mixes the runs)')
+    parser.add_argument('--breakdown', action='store_true',
+                        help='train modes: after the timed iterations, one '
+                        'more step that reports bytes of parameters, '
+                        'gradients, optimizer state and the activations '
+                        'kept for backward per top-level module')
     parser.add_argument('--out', help='write all results as JSON here')
     return parser.parse_args(argv)
 
@@ -75,7 +80,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     common = dict(mode=args.mode, batch_size=args.batch_size,
                   warmup=args.warmup, iters=args.iters, amp=args.amp,
-                  device=args.device, threads=args.threads)
+                  device=args.device, threads=args.threads,
+                  breakdown=args.breakdown)
     spec_a = make_spec(config=args.config, cfg_options=args.cfg_options,
                        label=args.label, **common)
     spec_b = None
