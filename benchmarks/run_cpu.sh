@@ -2,10 +2,14 @@
 # Every CPU number in benchmarks/README.md, one tools/analysis/benchmark.py
 # command each (2-core shared machine: one intra-op thread, see the README).
 # Usage: benchmarks/run_cpu.sh [NAME ...]   (default: all, in this order)
+# On a GPU: DEVICE=cuda THREADS= benchmarks/run_cpu.sh ...  (results go to
+# benchmarks/results/cuda/; memory is then torch.cuda.max_memory_allocated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-OUT=benchmarks/results/cpu
+DEVICE=${DEVICE:-cpu}
+THREADS=${THREADS-1}
+OUT=benchmarks/results/$DEVICE
 mkdir -p "$OUT"
 
 VIT_VPT=configs/vpt/setr_vit-l_pup_vpt-deep-10_ade20k-512x512.py
@@ -20,7 +24,8 @@ SWIN_B6=('model.backbone.depths=[2,2,6,2]')
 bench() {  # NAME ARGS...
   local name=$1; shift
   echo "== $name: python tools/analysis/benchmark.py $*" >&2
-  "$PY" tools/analysis/benchmark.py "$@" --threads 1 --batch-size 2 \
+  "$PY" tools/analysis/benchmark.py "$@" --device "$DEVICE" \
+    ${THREADS:+--threads "$THREADS"} --batch-size 2 \
     --out "$OUT/$name.json" | tee "$OUT/$name.md"
 }
 
