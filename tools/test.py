@@ -14,6 +14,7 @@ from mmseg_vpt.utils import (build_runner, enable_tta,  # noqa: E402
                              enable_visualization, load_config,
                              set_test_output)
 from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
+from mmseg_vpt.utils.dist import finish_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,6 +65,7 @@ def main() -> None:
     if args.out is not None:
         set_test_output(cfg, args.out)
     build_runner(cfg).test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

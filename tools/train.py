@@ -17,6 +17,7 @@ import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
 from mmseg_vpt.utils import (build_runner, enable_amp, load_config,  # noqa
                              set_resume)
 from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
+from mmseg_vpt.utils.dist import finish_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,6 +56,7 @@ def main() -> None:
     set_resume(cfg, args.resume)
     configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
     build_runner(cfg).train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

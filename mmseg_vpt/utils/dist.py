@@ -128,3 +128,16 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
         print_log(f'Ignoring cfg.sync_bn={cfg.sync_bn!r} on CPU.',
                   logger='current', level=logging.WARNING)
         cfg.sync_bn = None
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then destroy the process group.
+
+    Left to interpreter exit, a gloo group's threads may still be running
+    when the process tears down; one rank then aborts ("terminate called
+    without an active exception") after a finished run, and the launcher
+    reports the whole job as failed.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
