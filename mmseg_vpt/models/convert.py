@@ -285,6 +285,23 @@ def _match(rules, key: str):
     return None
 
 
+def _apply_rules(rules, state_dict: Mapping[str, torch.Tensor],
+                 info: ConversionInfo) -> Tuple[list, List[str]]:
+    """Rename by the first matching rule: ``[(key, value, new key, match)]``
+    for the kept keys, and the keys no rule matches. Keys whose rule is
+    ``DROP`` go to ``info.dropped``."""
+    renamed, unknown = [], []
+    for key, value in state_dict.items():
+        hit = _match(rules, key)
+        if hit is None:
+            unknown.append(key)
+        elif hit[0] is DROP:
+            info.dropped.append(key)
+        else:
+            renamed.append((key, value, hit[1].expand(hit[0]), hit[1]))
+    return renamed, unknown
+
+
 def _unmatched(rules, keys) -> List[str]:
     return [k for k in keys if _match(rules, k) is None]
 
@@ -384,16 +401,8 @@ def _vit_pos_prefix(length: int, has_cls: bool) -> Optional[int]:
 
 
 def _convert_vit(state_dict: StateDict, info: ConversionInfo) -> StateDict:
-    out = OrderedDict()
-    unknown = []
-    for key, value in state_dict.items():
-        hit = _match(_VIT_RULES, key)
-        if hit is None:
-            unknown.append(key)
-        elif hit[0] is DROP:
-            info.dropped.append(key)
-        else:
-            out[hit[1].expand(hit[0])] = value
+    renamed, unknown = _apply_rules(_VIT_RULES, state_dict, info)
+    out = OrderedDict((new_key, value) for _, value, new_key, _ in renamed)
     if unknown:
         raise ValueError(
             'These timm ViT weights have no counterpart in mmseg\'s '
@@ -456,17 +465,9 @@ def _convert_swin(state_dict: StateDict, fmt: str,
                   'layout); converted as such.')
 
     out = OrderedDict()
-    unknown = []
-    for key, value in state_dict.items():
-        hit = _match(_SWIN_RULES, key)
-        if hit is None:
-            unknown.append(key)
-            continue
-        target, m = hit
-        if target is DROP:
-            info.dropped.append(key)
-            continue
-        new_key = m.expand(target).replace('{last}', str(last))
+    renamed, unknown = _apply_rules(_SWIN_RULES, state_dict, info)
+    for key, value, new_key, m in renamed:
+        new_key = new_key.replace('{last}', str(last))
         if '.downsample.' in key:
             stage = int(m.group(1))
             if at_start:  # merges the tokens entering this stage
