@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
-from mmseg_vpt.checkpoint import (TUNED_META_KEY, merge_tuned,  # noqa: E402
+from mmseg_vpt.checkpoint import (TUNED_META_KEY,  # noqa: E402
+                                  is_tuned_checkpoint, merge_tuned,
                                   model_from_config, read_checkpoint)
 
 
@@ -53,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     tuned = read_checkpoint(args.tuned)
-    if TUNED_META_KEY not in tuned.get('meta', {}):
+    if not is_tuned_checkpoint(tuned):
         sys.exit(f'{args.tuned} is not a tuned-only checkpoint (no '
                  f"meta['{TUNED_META_KEY}']); it is already full.")
     if args.base_or_config.endswith('.py'):

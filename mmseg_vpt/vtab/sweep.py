@@ -43,7 +43,8 @@ from pathlib import Path
 from queue import Queue
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .report import RESULT_FILE, format_report, load_results, summarize
+from .report import (FINAL_STAGE, RESULT_FILE, format_report, load_results,
+                     summarize)
 from .tasks import TASKS, get_method, render_task_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,6 @@ CONFIG_DIR = REPO / 'configs' / 'vtab'
 TOOLS_DIR = REPO / 'tools'
 
 GRID_STAGE = 'grid'
-FINAL_STAGE = 'final'
 
 Log = Callable[[str], None]
 
@@ -197,7 +197,7 @@ def grid_jobs(settings: SweepSettings, task: str,
             ]
             jobs.append(Job(
                 GRID_STAGE, task, lr, wd, seed,
-                settings.method_dir / task / 'grid' /
+                settings.method_dir / task / GRID_STAGE /
                 f'lr{_num(lr)}_wd{_num(wd)}', config,
                 options + list(settings.cfg_options)))
     return jobs
@@ -205,6 +205,9 @@ def grid_jobs(settings: SweepSettings, task: str,
 
 def final_jobs(settings: SweepSettings, task: str, config: Path, lr: float,
                wd: float) -> List[Job]:
+    # the validation loop is off, so options for it cannot apply
+    user = [o for o in settings.cfg_options if not o.startswith(
+        ('val_dataloader', 'val_cfg', 'val_evaluator'))]
     jobs = []
     for seed in settings.seeds:
         options = _common_options(settings, lr, wd, seed) + [
@@ -213,12 +216,9 @@ def final_jobs(settings: SweepSettings, task: str, config: Path, lr: float,
             # no validation: the test split is evaluated by tools/test.py
             'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
         ]
-        # the validation loop is off, so options for it cannot apply
-        user = [o for o in settings.cfg_options if not o.startswith(
-            ('val_dataloader', 'val_cfg', 'val_evaluator'))]
         jobs.append(Job(FINAL_STAGE, task, lr, wd, seed,
-                        settings.method_dir / task / 'final' / f'seed{seed}',
-                        config, options + user))
+                        settings.method_dir / task / FINAL_STAGE /
+                        f'seed{seed}', config, options + user))
     return jobs
 
 
@@ -343,8 +343,9 @@ class Runner:
     def run(self, jobs: Sequence[Job], title: str) -> List[dict]:
         """Run ``jobs`` (skipping finished ones); returns the results of the
         jobs that finished, logs failures and re-raises none."""
-        todo = [j for j in jobs if not j.done()]
-        results = [j.result() for j in jobs if j.done()]
+        finished = [j.done() for j in jobs]
+        todo = [j for j, done in zip(jobs, finished) if not done]
+        results = [j.result() for j, done in zip(jobs, finished) if done]
         n = len(jobs)
         where = (f' on {self.s.gpus} GPU(s)' if self.s.gpus else
                  ' on the CPU, one at a time')
@@ -429,12 +430,12 @@ def run_sweep(settings: SweepSettings, log: Log = print) -> int:
         records = load_results([str(s.method_dir)])
         if records:
             summaries = summarize(records)
-            for fmt, name in (('markdown', 'results.md'),
-                              ('csv', 'results.csv')):
-                (s.method_dir / name).write_text(
-                    format_report(summaries, fmt))
+            table = format_report(summaries, 'markdown')
+            (s.method_dir / 'results.md').write_text(table)
+            (s.method_dir / 'results.csv').write_text(
+                format_report(summaries, 'csv'))
             log('')
-            log(format_report(summaries, 'markdown'))
+            log(table)
             log(f'Tables written to {s.method_dir / "results.md"} and '
                 f'{s.method_dir / "results.csv"}')
     if runner.failures:

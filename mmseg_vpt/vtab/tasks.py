@@ -156,14 +156,6 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
 ])
 
 
-def task_group(task: str) -> Optional[str]:
-    return TASKS[task][0] if task in TASKS else None
-
-
-def task_num_classes(task: str) -> Optional[int]:
-    return TASKS[task][1] if task in TASKS else None
-
-
 def tasks_in_group(group: str) -> List[str]:
     return [t for t, (g, _) in TASKS.items() if g == group]
 
