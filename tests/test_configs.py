@@ -11,7 +11,8 @@ from mmseg.registry import MODELS
 
 import mmseg_vpt  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
+from .tools_helpers import REPO
+
 # configs/vtab/ are mmpretrain classification configs (tests/test_vtab.py)
 CONFIGS = sorted(
     str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py')

@@ -12,6 +12,8 @@ from mmseg_vpt.models.prompts import (PromptTuningMixin,
                                       resolve_prompt_layers, splice_prompts,
                                       uniform_init_bound)
 
+from .vpt_helpers import trainable
+
 
 class ToyHost(PromptTuningMixin, nn.Module):
     """A minimal backbone: one Linear per layer plus a Dropout, then the
@@ -122,8 +124,7 @@ def test_single_stage_stores_one_parameter_of_layers_by_length_by_dims():
     assert isinstance(host.prompt_embeddings, nn.Parameter)
     assert host.prompt_embeddings.shape == (2, 4, 8)
     assert host.prompt_tensors()[0] is host.prompt_embeddings
-    assert {n for n, p in host.named_parameters() if p.requires_grad} == {
-        'prompt_embeddings'}
+    assert trainable(host) == {'prompt_embeddings'}
 
 
 def test_multi_stage_maps_each_layer_to_its_stage_row():
@@ -180,7 +181,7 @@ def test_prompt_proj_maps_narrow_prompts_to_layer_width():
     prompts = host.layer_prompts(1, 2)
     expected = host.prompt_proj(host.prompt_embeddings[1])
     assert torch.equal(prompts, expected.expand(2, -1, -1))
-    assert {n for n, p in host.named_parameters() if p.requires_grad} == {
+    assert trainable(host) == {
         'prompt_embeddings', 'prompt_proj.weight', 'prompt_proj.bias'}
 
 

@@ -28,7 +28,9 @@ from mmseg_vpt.vtab.tasks import (GROUPS, METHODS, PAPER_GROUP_MEANS, TASKS,
                                   VIT_DEEP_PROMPT_LENGTH, render_task_config,
                                   tasks_in_group)
 
-from .tools_helpers import PYTHON, REPO, eval_cmd, run, train_cmd
+from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values, no_workers,
+                            run, run_fails, train_cmd)
+from .vpt_helpers import trainable
 
 TASK_CONFIGS = [f'configs/vtab/{t}.py' for t in TASKS]
 BASE_CONFIGS = [f'configs/vtab/_base_/{m.base}' for m in METHODS.values()]
@@ -167,8 +169,7 @@ def test_task_config_follows_the_paper_protocol_and_builds(config):
     # builds (at test size) and classifies into the task's classes
     cfg.merge_from_dict(tiny_options())
     model = models().build(cfg.model)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {'backbone.prompt_embeddings',
+    assert trainable(model) == {'backbone.prompt_embeddings',
                          'head.layers.head.weight', 'head.layers.head.bias'}
     assert model.backbone.prompt_embeddings.shape == (2, prompts, 48)
     with torch.no_grad():
@@ -212,11 +213,11 @@ def test_real_size_vit_b_and_swin_b_build():
     cfg = load('configs/vtab/clevr_distance.py',
                {'model.backbone.init_cfg': None})
     model = models().build(cfg.model)
-    trainable = {n: p.numel() for n, p in model.named_parameters()
-                 if p.requires_grad}
-    assert trainable == {'backbone.prompt_embeddings': 12 * 200 * 768,
-                         'head.layers.head.weight': 6 * 768,
-                         'head.layers.head.bias': 6}
+    tuned = {n: p.numel() for n, p in model.named_parameters()
+             if p.requires_grad}
+    assert tuned == {'backbone.prompt_embeddings': 12 * 200 * 768,
+                     'head.layers.head.weight': 6 * 768,
+                     'head.layers.head.bias': 6}
     total = sum(p.numel() for p in model.backbone.parameters())
     assert 85e6 < total - 12 * 200 * 768 < 87e6  # ViT-B/16: ~85.8M
 
@@ -440,8 +441,7 @@ def test_only_prompts_trainable_learns_the_generated_task(vtab_root, seed):
     torch.nn.init.normal_(model.head.layers.head.weight, std=0.5)
     for p in model.head.parameters():
         p.requires_grad_(False)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ['backbone.prompt_embeddings']
+    assert trainable(model) == {'backbone.prompt_embeddings'}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     from mmpretrain.registry import DATASETS
@@ -556,11 +556,6 @@ def short_run(weights: Path, epochs: int = 3) -> Dict:
     return opts
 
 
-def top1_values(log: str) -> List[float]:
-    import re
-    return [float(v) for v in re.findall(r'accuracy/top1: ([\d.]+)', log)]
-
-
 @pytest.mark.slow
 def test_train_then_test_a_vtab_config_prints_top1(vtab_root,
                                                    tiny_base_weights,
@@ -572,7 +567,7 @@ def test_train_then_test_a_vtab_config_prints_top1(vtab_root,
     assert 'Parameters:' in log and 'prompts: 960' in log
     assert 'Scaling the original LR by 0.0625' in log  # batch 16 / 256
     assert 'Tuned-only checkpoints' in log
-    (val_top1, ) = top1_values(log)
+    (val_top1, ) = metric_values(log, 'accuracy/top1')
     ckpt = Path((work / 'last_checkpoint').read_text().strip())
     assert ckpt.name == 'epoch_3.pth'
     state = torch.load(ckpt, map_location='cpu',
@@ -583,7 +578,7 @@ def test_train_then_test_a_vtab_config_prints_top1(vtab_root,
 
     test_log = run(eval_cmd('configs/vtab/dtd.py', ckpt, work / 'test',
                             '--cfg-options', *opts), cwd=tmp_path)
-    assert top1_values(test_log) == [val_top1], (
+    assert metric_values(test_log, 'accuracy/top1') == [val_top1], (
         'tools/test.py must reproduce the evaluation at the end of training')
     print(f'e2e generated 3-class task: test top-1 {val_top1:.2f}')
 
@@ -592,12 +587,7 @@ def test_train_then_test_a_vtab_config_prints_top1(vtab_root,
 def test_sweep_runs_a_2x1_grid_then_final_runs_and_resumes(
         vtab_root, tiny_base_weights, tmp_path):
     opts = cli(short_run(tiny_base_weights))
-    opts += ['train_dataloader.num_workers=0',
-             'train_dataloader.persistent_workers=False',
-             'val_dataloader.num_workers=0',
-             'val_dataloader.persistent_workers=False',
-             'test_dataloader.num_workers=0',
-             'test_dataloader.persistent_workers=False']
+    opts += no_workers()
     work = tmp_path / 'sweep'
     cmd = [PYTHON, REPO / 'tools/vtab_sweep.py', '--tasks', TASK,
            '--num-classes', '3', '--data-root', vtab_root, '--lrs', '5',
@@ -639,9 +629,8 @@ def test_train_stops_on_a_bad_list_with_file_and_line(vtab_root, tmp_path):
     lines = (vtab_root / TASK / 'train800val200.txt').read_text()
     (bad / 'train800val200.txt').write_text(lines + 'images/gone.png 1\n')
     opts = cli(dict(tiny_options(), **data_options(tmp_path / 'data')))
-    with pytest.raises(AssertionError) as err:
-        run(train_cmd('configs/vtab/dtd.py', tmp_path / 'w',
-                      '--cfg-options', *opts), cwd=tmp_path)
+    message = run_fails(train_cmd('configs/vtab/dtd.py', tmp_path / 'w',
+                                  '--cfg-options', *opts), cwd=tmp_path)
     line = len(lines.splitlines()) + 1
     assert (f"train800val200.txt:{line}: image 'images/gone.png' not found"
-            in str(err.value))
+            in message)

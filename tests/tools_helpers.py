@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -23,6 +25,21 @@ def run(cmd: Sequence[str], cwd: Path, timeout: int = 900,
         f'{" ".join(map(str, cmd))} exited with {proc.returncode}:\n'
         f'{proc.stdout[-6000:]}')
     return proc.stdout
+
+
+def run_fails(cmd: Sequence[str], cwd: Path, timeout: int = 900,
+              env: Optional[dict] = None) -> str:
+    """Run ``cmd``, which must fail; return :func:`run`'s failure message
+    (the command, its exit code and the end of its output)."""
+    try:
+        run(cmd, cwd, timeout, env)
+    except AssertionError as err:
+        return str(err)
+    raise AssertionError(f'{" ".join(map(str, cmd))} should have failed')
+
+
+def read_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=False)
 
 
 def train_cmd(config: str, work_dir: Path, *extra: str) -> List[str]:
@@ -47,6 +64,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def no_workers() -> List[str]:
+    """--cfg-options loading data in the main process (no worker startup)."""
+    return [f'{loader}_dataloader.{key}'
+            for loader in ('train', 'val', 'test')
+            for key in ('num_workers=0', 'persistent_workers=False')]
+
+
 def short_schedule(iters: int, batch_size: int = 2) -> List[str]:
     """--cfg-options for a few-iteration run of any of our configs on CPU."""
     return [
@@ -55,10 +79,4 @@ def short_schedule(iters: int, batch_size: int = 2) -> List[str]:
         f'default_hooks.checkpoint.interval={iters}',
         'default_hooks.logger.interval=1',
         f'train_dataloader.batch_size={batch_size}',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0',
-        'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False',
-    ]
+    ] + no_workers()

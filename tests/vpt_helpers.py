@@ -216,7 +216,7 @@ def prompt_only_loss_ratio(seg, steps: int = 30, lr: float = 0.05,
     fixed batch, and return final loss / initial loss."""
     for p in seg.decode_head.parameters():
         p.requires_grad_(False)
-    assert {n for n, p in seg.named_parameters() if p.requires_grad} == {
+    assert trainable(seg) == {
         n for n, _ in seg.named_parameters() if 'prompt' in n}
     data = make_batch(4, size=seg.data_preprocessor.size, seed=seed)
     start = eval_loss(seg, data)
