@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .engine.hooks import count_parameters
+
 SYNTHETIC_NOTE = (
     'All data here is synthetic (generated scenes of coloured shapes); the '
     'numbers show the relative behaviour of the tuning protocols on a toy '
@@ -288,13 +290,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - 127.5) / 64.0
 
 
-def count_params(model: nn.Module) -> Tuple[int, int]:
-    """(trainable, total) parameters."""
-    params = list(model.parameters())
-    return (sum(p.numel() for p in params if p.requires_grad),
-            sum(p.numel() for p in params))
-
-
 def _cosine(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -425,14 +420,15 @@ def adapt(cfg: MiniPaperConfig, protocol: str, base_state: dict,
     task = cfg.downstream_task
     model = build_protocol_model(cfg, protocol, base_state,
                                  train.num_classes[task], seed)
-    tunable, total = count_params(model)
+    counts = count_parameters(model)
     t0 = time.perf_counter()
     loss = train_steps(model, train, task, cfg.adapt_steps, cfg.batch_size,
                        cfg.lrs, cfg.weight_decay, seed + 11)
     seconds = time.perf_counter() - t0
     miou, per_class = evaluate(model, val, task)
     return dict(protocol=protocol, seed=seed, miou=miou, iou=per_class,
-                loss=loss, tunable=tunable, total=total, seconds=seconds)
+                loss=loss, tunable=counts['trainable'], total=counts['total'],
+                seconds=seconds)
 
 
 def run_seed(cfg: MiniPaperConfig, seed: int,

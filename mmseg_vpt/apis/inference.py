@@ -17,7 +17,6 @@ comes back at the image's original size.
 """
 import copy
 import glob
-import logging
 import os
 import os.path as osp
 from collections import defaultdict
@@ -31,10 +30,10 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.dataset import Compose
-from mmengine.registry import init_default_scope
 
 from ..checkpoint import (TunedCheckpointError, load_tuned_checkpoint,
-                          read_checkpoint)
+                          model_from_config, read_checkpoint)
+from ..utils.logging_utils import mmengine_log_level
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -115,22 +114,21 @@ def init_segmentor(config: Union[str, Path, Config],
             (missing, unexpected or differently shaped tensors, all named),
             or its base weights differ from the config's.
     """
-    import mmseg_vpt  # noqa: F401  (registers the backbones)
-    from mmseg.registry import MODELS
-
     if str(device).startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError(f'device={device!r} but CUDA is not available; '
                            "use device='cpu'")
     cfg = _load_config(config, cfg_options)
     cfg.model.train_cfg = None
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model = MODELS.build(cfg.model)
+    model = model_from_config(cfg)
     if not hasattr(model, 'decode_head'):
         raise TypeError(f'{config} builds a {type(model).__name__}, not a '
                         'segmentor with a decode_head')
     meta = {}
     if checkpoint is None:
-        _quiet_init_weights(model)
+        # without mmengine's per-parameter INFO log (hundreds of lines that
+        # matter in training logs, not here)
+        with mmengine_log_level():
+            model.init_weights()
     else:
         try:
             ckpt = read_checkpoint(str(checkpoint))
@@ -164,27 +162,14 @@ def init_segmentor(config: Union[str, Path, Config],
     return model
 
 
-def _quiet_init_weights(model: nn.Module) -> None:
-    """``model.init_weights()`` without mmengine's per-parameter INFO log
-    (hundreds of lines that matter in training logs, not here)."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
-def _test_pipeline(cfg: Config, from_array: bool) -> Compose:
-    """The config's test pipeline without annotation loading; images come
-    as arrays (``LoadImageFromNDArray``) or as files."""
+def _test_pipeline(cfg: Config) -> Compose:
+    """The config's test pipeline without annotation loading, taking images
+    as arrays (``LoadImageFromNDArray``)."""
     pipeline = cfg.get('test_pipeline') or \
         cfg.test_dataloader.dataset.pipeline
     steps = [copy.deepcopy(dict(t)) for t in pipeline
              if t.get('type') != 'LoadAnnotations']
-    if from_array and steps and steps[0].get('type') == 'LoadImageFromFile':
+    if steps and steps[0].get('type') == 'LoadImageFromFile':
         steps[0] = dict(type='LoadImageFromNDArray')
     return Compose(steps)
 
@@ -211,7 +196,7 @@ def preprocess(model: nn.Module, image: ImageInput) -> Tuple[torch.Tensor,
     padding). Returns the input batch (1, 3, H, W) on the model's device and
     the same image as RGB uint8 (H, W, 3), padded alike, for display."""
     img = image if isinstance(image, np.ndarray) else read_image(image)
-    data = _test_pipeline(model.cfg, from_array=True)(dict(img=img))
+    data = _test_pipeline(model.cfg)(dict(img=img))
     batch = model.data_preprocessor(
         dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
         False)
@@ -222,6 +207,16 @@ def preprocess(model: nn.Module, image: ImageInput) -> Tuple[torch.Tensor,
     h, w = min(H, shown.shape[0]), min(W, shown.shape[1])
     canvas[:h, :w] = shown[:h, :w]
     return inputs, canvas
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, pipeline: Compose, img: np.ndarray):
+    """``model.test_step`` on one BGR image through ``pipeline``."""
+    data = pipeline(dict(img=img))
+    batch = defaultdict(list)
+    batch['inputs'].append(data['inputs'])
+    batch['data_samples'].append(data['data_samples'])
+    return model.test_step(batch)[0]
 
 
 @torch.no_grad()
@@ -236,15 +231,11 @@ def inference(model: nn.Module, images: Union[ImageInput,
     """
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    pipeline = _test_pipeline(model.cfg, from_array=True)
+    pipeline = _test_pipeline(model.cfg)
     results = []
     for item in items:
         img = item if isinstance(item, np.ndarray) else read_image(item)
-        data = pipeline(dict(img=img))
-        batch = defaultdict(list)
-        batch['inputs'].append(data['inputs'])
-        batch['data_samples'].append(data['data_samples'])
-        result = model.test_step(batch)[0]
+        result = _predict(model, pipeline, img)
         if not isinstance(item, np.ndarray):
             result.set_metainfo(dict(img_path=str(item)))
         results.append(result)
@@ -384,11 +375,16 @@ def infer_files(model: nn.Module, paths: Sequence[str],
     reported and skipped. Returns the failures (``'path: reason'``)."""
     from mmengine.utils import ProgressBar
     failures = []
+    # built for the first readable image, so that a test pipeline that
+    # cannot be built is reported as that image's failure
+    pipeline = None
     bar = ProgressBar(len(paths)) if progress and len(paths) > 1 else None
     for path, name in zip(paths, unique_names(paths)):
         try:
             img = read_image(path)
-            result = inference(model, img)
+            if pipeline is None:
+                pipeline = _test_pipeline(model.cfg)
+            result = _predict(model, pipeline, img)
             save_prediction(model, img, result, out_dir, name, opacity)
         except ImageReadError as err:
             failures.append(str(err))

@@ -158,11 +158,8 @@ class PeakMemory:
             self.kind = 'cpu_peak_rss_minus_baseline'
 
     def read(self) -> Dict[str, Any]:
-        if self.device.type == 'cuda':
-            peak = torch.cuda.max_memory_allocated(self.device)
-            return dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
-                        peak_raw=peak, baseline=self.baseline)
-        peak = _peak_rss()
+        peak = (torch.cuda.max_memory_allocated(self.device)
+                if self.device.type == 'cuda' else _peak_rss())
         return dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
                     peak_raw=peak, baseline=self.baseline)
 
@@ -304,10 +301,10 @@ def memory_breakdown(model, step: Callable[[], None],
 def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
     """Build the model of ``spec`` and time ``spec['mode']`` in this
     process."""
-    import mmseg_vpt  # noqa: F401  (registers the backbones and wrappers)
     from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
+
+    from ..checkpoint import model_from_config
+    from ..engine.hooks import count_parameters
 
     # mmengine logs every parameter's init, lr and frozen state
     # (a new instance becomes mmengine's current logger)
@@ -318,11 +315,10 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
         torch.set_num_threads(spec['threads'])
     device = resolve_device(spec['device'])
     cfg = load_bench_config(spec)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
     torch.manual_seed(spec['seed'])
 
     memory = PeakMemory(device)
-    model = MODELS.build(cfg.model)
+    model = model_from_config(cfg)
     model.init_weights()
     model.to(device)
     data = random_batch(cfg, spec['batch_size'], spec['seed'])
@@ -349,8 +345,7 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
         times.append(timed())
         progress(f'  {label} iter {i + 1}/{spec["iters"]}: {times[-1]:.3f} s')
 
-    params = list(model.parameters())
-    tuned = [p for p in params if p.requires_grad]
+    counts = count_parameters(model)
     median = statistics.median(times)
     result = dict(
         label=spec['label'], config=spec['config'],
@@ -363,11 +358,11 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
         warmup=spec['warmup'], iters=spec['iters'], times=times,
         median=median, min=min(times), max=max(times),
         images_per_s=spec['batch_size'] / median,
-        params=sum(p.numel() for p in params),
-        trainable_params=sum(p.numel() for p in tuned),
+        params=counts['total'],
+        trainable_params=counts['trainable'],
         # fp32 bytes of everything a task trains (prompts, heads): what a
         # tuned-only checkpoint must store at least
-        trainable_fp32_bytes=4 * sum(p.numel() for p in tuned))
+        trainable_fp32_bytes=4 * counts['trainable'])
     result.update(_backbone_settings(model))
     result.update(memory.read())  # before the breakdown step's hooks
     if spec['breakdown']:

@@ -22,16 +22,16 @@ loaded) and reported:
 import csv
 import io
 import json
-import logging
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-from ..checkpoint import has_frozen_parameters, split_tuned
+from ..checkpoint import (has_frozen_parameters, model_from_config,
+                          split_tuned)
 from ..engine.hooks import count_parameters
+from .logging_utils import mmengine_log_level
 
 FP32 = 4
 
@@ -45,15 +45,9 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
 def optimizer_state_bytes(model: torch.nn.Module, optim_wrapper_cfg) -> int:
     """Bytes of the optimizer state a resumable checkpoint holds for
     ``model``'s trainable parameters (fp32 model)."""
-    from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # one line per parameter otherwise
-    try:
+    with mmengine_log_level():  # one line per parameter otherwise
         wrapper = build_optim_wrapper(model, optim_wrapper_cfg)
-    finally:
-        logger.setLevel(level)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.zeros_like(p)
@@ -111,13 +105,10 @@ def param_report(config: str, tasks: int = 10,
                  optimizer: bool = True,
                  cfg_options: Optional[dict] = None) -> Dict:
     """Build ``config``'s segmentor and report it (:func:`model_report`)."""
-    from mmseg.registry import MODELS
-    import mmseg_vpt  # noqa: F401  (registers the backbones)
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model = MODELS.build(cfg.model)
+    model = model_from_config(cfg)
     return model_report(model, config,
                         cfg.get('optim_wrapper') if optimizer else None,
                         tasks)
