@@ -169,10 +169,16 @@ def test_swin_window_maps_move_rows_exactly_like_pad_roll_partition(
     back = windows.index_select(0, maps.scatter).view(B, P + H * W, C)
     assert torch.equal(back[:, P:], seq[:, P:])
     if shift:
-        from mmseg_vpt.models.backbones.vpt_swin import shift_window_mask
-        Hp, Wp = H + (-H % ws), W + (-W % ws)
-        assert torch.equal(maps.mask,
-                           shift_window_mask(attn, Hp, Wp, seq.device))
+        # the shift mask mmseg's own ShiftWindowMSA.forward passes to w_msa
+        seen = {}
+        hook = attn.w_msa.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.update(kwargs), with_kwargs=True)
+        with torch.no_grad():
+            attn(seq[:, P:], (H, W))
+        hook.remove()
+        assert torch.equal(maps.mask, seen['mask'])
+    else:
+        assert maps.mask is None
 
 
 def test_swin_fused_flag_is_a_constructor_argument_and_a_property():

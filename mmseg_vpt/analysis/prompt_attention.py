@@ -20,7 +20,8 @@ over the image tokens:
 
 Nothing is patched: the model computes exactly what it computes without the
 recorder (tested bit for bit), and the backbones' own forward code is not
-involved in the recomputation, only their parameters.
+involved in the recomputation, only their parameters and, for Swin, mmseg's
+window partition / reverse and the shift mask builder.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..models.backbones.vpt_swin import shift_window_mask
 
 HW = Tuple[int, int]
 
@@ -208,32 +211,6 @@ def _vit_maps(backbone, layer, index, x, hw, keep_probs) -> LayerAttention:
 # --------------------------------------------------------------------------
 # Swin
 # --------------------------------------------------------------------------
-def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B * nW, ws * ws, C), sample-major."""
-    B, H, W, C = x.shape
-    x = x.view(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, C)
-
-
-def _reverse(windows: torch.Tensor, B: int, H: int, W: int,
-             ws: int) -> torch.Tensor:
-    """(B * nW, ws * ws) -> (B, H, W)."""
-    x = windows.reshape(B, H // ws, W // ws, ws, ws).permute(0, 1, 3, 2, 4)
-    return x.reshape(B, H, W)
-
-
-def _shift_mask(H: int, W: int, ws: int, shift: int,
-                device) -> torch.Tensor:
-    """Swin's shifted-window mask (nW, N, N): -100 across regions."""
-    img = torch.zeros((1, H, W, 1), device=device)
-    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    for cnt, (h, w) in enumerate((h, w) for h in cuts for w in cuts):
-        img[:, h, w, :] = cnt
-    win = _partition(img, ws).squeeze(-1)
-    mask = win.unsqueeze(1) - win.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
 def swin_attention_probs(block: nn.Module, x: torch.Tensor, hw: HW,
                          num_prompts: int) -> Tuple[torch.Tensor, dict]:
     """Window attention probabilities of an mmseg ``SwinBlock`` whose
@@ -256,7 +233,7 @@ def swin_attention_probs(block: nn.Module, x: torch.Tensor, hw: HW,
     Hp, Wp = tokens.shape[1], tokens.shape[2]
     if shift > 0:
         tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
-    windows = _partition(tokens, ws)
+    windows = sw.window_partition(tokens).view(-1, ws * ws, C)
     BnW, N, _ = windows.shape
     nW = BnW // B
     heads = w_msa.num_heads
@@ -274,7 +251,8 @@ def swin_attention_probs(block: nn.Module, x: torch.Tensor, hw: HW,
         w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
     attn = attn + F.pad(bias.permute(2, 0, 1), (P, 0, P, 0)).unsqueeze(0)
     if shift > 0:
-        mask = F.pad(_shift_mask(Hp, Wp, ws, shift, x.device), (P, 0, P, 0))
+        mask = F.pad(shift_window_mask(ws, shift, Hp, Wp, x.device),
+                     (P, 0, P, 0))
         attn = attn.view(B, nW, heads, T, T) + mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(BnW, heads, T, T)
     geometry = dict(H_pad=Hp, W_pad=Wp, ws=ws, shift=shift, nW=nW)
@@ -282,7 +260,7 @@ def swin_attention_probs(block: nn.Module, x: torch.Tensor, hw: HW,
 
 
 def _swin_maps(block, index, x, hw, keep_probs) -> LayerAttention:
-    B, L, _ = x.shape
+    L = x.shape[1]
     H, W = hw
     P = L - H * W
     if P < 0:
@@ -294,7 +272,8 @@ def _swin_maps(block, index, x, hw, keep_probs) -> LayerAttention:
     from_prompt = probs[:, :, :P, P:].mean(2).mean(1) / g['nW']
 
     def to_map(win: torch.Tensor) -> torch.Tensor:
-        m = _reverse(win, B, g['H_pad'], g['W_pad'], g['ws'])
+        m = block.attn.window_reverse(win.view(-1, g['ws'], g['ws'], 1),
+                                      g['H_pad'], g['W_pad']).squeeze(-1)
         if g['shift'] > 0:
             m = torch.roll(m, shifts=(g['shift'], g['shift']), dims=(1, 2))
         return m[:, :H, :W]

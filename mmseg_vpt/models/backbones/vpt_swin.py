@@ -84,6 +84,14 @@ def _window_qkv(w_msa, windows: torch.Tensor,
     return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
 
+def _rel_pos_bias(w_msa) -> torch.Tensor:
+    """mmseg's relative position bias of a ``WindowMSA``, (heads, N, N)."""
+    Wh, Ww = w_msa.window_size
+    bias = w_msa.relative_position_bias_table[
+        w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
+    return bias.permute(2, 0, 1)
+
+
 def _attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Windowed attention with mmseg's relative position bias and shift mask
@@ -91,11 +99,9 @@ def _attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     with the P = T - N prompts first; mask: (nW, N, N) or None. Returns
     (B * nW, heads, T, d)."""
     BnW, heads, T, d = q.shape
-    Wh, Ww = w_msa.window_size
-    P = T - Wh * Ww
-    bias = w_msa.relative_position_bias_table[
-        w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
-    bias = F.pad(bias.permute(2, 0, 1), (P, 0, P, 0))
+    bias = _rel_pos_bias(w_msa)
+    P = T - bias.shape[-1]
+    bias = F.pad(bias, (P, 0, P, 0))
     if mask is not None:
         mask = F.pad(mask, (P, 0, P, 0))
     if getattr(w_msa, 'fused_attn', False):
@@ -144,16 +150,19 @@ def _fused_attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.view(BnW, heads, L, d)
 
 
-def shift_window_mask(attn_module, H_pad: int, W_pad: int,
+@functools.lru_cache(maxsize=64)
+def shift_window_mask(ws: int, shift: int, H_pad: int, W_pad: int,
                       device: torch.device) -> torch.Tensor:
     """The shifted-window mask of mmseg's ``ShiftWindowMSA`` (nW, N, N):
-    -100 between tokens from different regions of the rolled map."""
-    ws, shift = attn_module.window_size, attn_module.shift_size
-    img_mask = torch.zeros((1, H_pad, W_pad, 1), device=device)
-    slices = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    for cnt, (h, w) in enumerate((h, w) for h in slices for w in slices):
-        img_mask[:, h, w, :] = cnt
-    mask_windows = attn_module.window_partition(img_mask).view(-1, ws * ws)
+    -100 between tokens from different regions of the rolled map. Cached:
+    callers must not modify it in place."""
+    img_mask = torch.zeros((H_pad, W_pad), device=device)
+    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+    for cnt, (h, w) in enumerate((h, w) for h in cuts for w in cuts):
+        img_mask[h, w] = cnt
+    # mmseg's window_partition
+    mask_windows = img_mask.view(H_pad // ws, ws, W_pad // ws, ws).permute(
+        0, 2, 1, 3).reshape(-1, ws * ws)
     mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -178,7 +187,7 @@ def shifted_window_attention(attn_module, x: torch.Tensor, hw_shape: HW,
     mask = None
     if shift > 0:
         x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = shift_window_mask(attn_module, H_pad, W_pad, x.device)
+        mask = shift_window_mask(ws, shift, H_pad, W_pad, x.device)
 
     windows = attn_module.window_partition(x).view(-1, ws * ws, C)
     windows, prompts = window_attention(attn_module.w_msa, windows, prompts,
@@ -236,18 +245,8 @@ def _window_maps(B: int, H: int, W: int, P_in: int, P_out: int, ws: int,
                    win.numel(), device=device)[valid]
     scatter = F.pad(token_rows.view(B, H * W), (P_out, 0)).view(-1)
     pad_rows = None if bool(valid.all()) else (~valid).nonzero().view(-1)
-    mask = None
-    if shift > 0:
-        img_mask = torch.zeros((H_pad, W_pad), device=device)
-        cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-        for cnt, (h, w) in enumerate((h, w) for h in cuts for w in cuts):
-            img_mask[h, w] = cnt
-        mask_windows = img_mask.view(H_pad // ws, ws, W_pad // ws,
-                                     ws).permute(0, 2, 1, 3).reshape(
-                                         -1, ws * ws)
-        mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
-        mask = mask.masked_fill(mask != 0, -100.0).masked_fill(
-            mask == 0, 0.0)
+    mask = shift_window_mask(ws, shift, H_pad, W_pad,
+                             device) if shift > 0 else None
     return _WindowMaps(win.clamp(min=0), pad_rows, scatter, mask)
 
 
@@ -285,10 +284,7 @@ def _fast_attend(w_msa, windows: torch.Tensor,
         if prompt_queries:
             Pq = P
             q = torch.cat([prompt_qkv[:, :, 0], q], dim=1)
-    Wh, Ww = w_msa.window_size
-    bias = w_msa.relative_position_bias_table[
-        w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
-    bias = F.pad(bias.permute(2, 0, 1), (A + P, 0, Pq, 0))
+    bias = F.pad(_rel_pos_bias(w_msa), (A + P, 0, Pq, 0))
     if A:
         bias[..., :A] = float('-inf')
     if mask is not None:
@@ -491,8 +487,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                 needed = layer + 1 < self._num_blocks and not \
                     self.is_prompted(layer + 1)
                 x = prompted_block(block, x, hw_shape, num_prompts, needed)
-                if not needed and block.attn.w_msa.fused_attn:
-                    num_prompts = 0
+                num_prompts = x.shape[1] - hw_shape[0] * hw_shape[1]
                 layer += 1
             out, out_hw_shape = x[:, num_prompts:], hw_shape
             if stage.downsample:
