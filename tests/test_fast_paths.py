@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mmseg_vpt.models import VPTSwinTransformer, VPTVisionTransformer
-from mmseg_vpt.models.backbones.vpt_swin import _window_maps
+from mmseg_vpt.models.backbones.vpt_swin import _window_maps, shift_window_mask
 from mmseg_vpt.utils.benchmark import make_spec, measure
 
 from .tools_helpers import PYTHON, REPO
@@ -141,6 +141,23 @@ def test_swin_fast_path_is_batch_independent():
         for i in range(3):
             for a, b in zip(model(x[i:i + 1]), batch):
                 assert_close(a[0], b[i])
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_swin_trains_after_inference_mode_filled_the_window_caches(fused):
+    """The cached index maps and shift masks are built once per shape; when
+    the first call ran under torch.inference_mode they must still serve a
+    later training step (inference tensors cannot be saved for backward)."""
+    _window_maps.cache_clear()
+    shift_window_mask.cache_clear()
+    # a size no other test uses, so the first build happens here
+    model = VPTSwinTransformer(**SWIN, prompt_length=5, fused_attn=fused)
+    x = torch.randn(1, 3, 68, 76)
+    with torch.inference_mode():
+        model(x)
+    out = model(x)
+    sum(o.sum() for o in out).backward()
+    assert model.prompt_embeddings[0].grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize('hw, shift', [((16, 16), 0), ((16, 16), 2),

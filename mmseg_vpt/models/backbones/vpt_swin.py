@@ -151,6 +151,7 @@ def _fused_attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: must also serve autograd later
 def shift_window_mask(ws: int, shift: int, H_pad: int, W_pad: int,
                       device: torch.device) -> torch.Tensor:
     """The shifted-window mask of mmseg's ``ShiftWindowMSA`` (nW, N, N):
@@ -214,6 +215,7 @@ class _WindowMaps(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: must also serve autograd later
 def _window_maps(B: int, H: int, W: int, P_in: int, P_out: int, ws: int,
                  shift: int, device: torch.device) -> _WindowMaps:
     """Row indices between token sequences and mmseg's windows (padded,
