@@ -55,7 +55,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from .models.convert import (ConversionInfo, convert_to_mmseg, detect_format,
-                             load_checkpoint_file, unwrap_state_dict)
+                             load_checkpoint_file)
+from .models.prompts import has_frozen_parameters
 
 TUNED_META_KEY = 'vpt_tuned'
 MERGED_META_KEY = 'vpt_merged_from'
@@ -137,12 +138,6 @@ def find_base(model: nn.Module, module: str = BASE_MODULE
     return BaseSpec(module, path, f'model.{module}.init_cfg.checkpoint')
 
 
-def has_frozen_parameters(module: nn.Module) -> bool:
-    """Whether anything in ``module`` is frozen (empty tensors aside)."""
-    return any(not p.requires_grad and p.numel() > 0
-               for p in module.parameters())
-
-
 _HASH_CACHE: Dict[tuple, str] = {}
 
 
@@ -176,25 +171,12 @@ def base_file_keys(path: str) -> Set[str]:
     ``state_dict`` / ``module.`` / ``backbone.`` containers and renames
     timm / official Swin layouts with the converter, as the loaders do.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Base weights file not found: {path!r} '
-                                f'(resolved: {osp.abspath(path)})')
     info = ConversionInfo(log=False)
-    if path.endswith('.safetensors'):
-        state = load_checkpoint_file(path, info=info)
-    else:
-        obj = None
-        for kwargs in (dict(mmap=True, weights_only=True),
-                       dict(mmap=True, weights_only=False),
-                       dict(weights_only=False)):
-            try:
-                obj = torch.load(path, map_location='cpu', **kwargs)
-                break
-            except Exception:  # noqa: BLE001 - try the next reader
-                continue
-        if obj is None:
-            raise TunedCheckpointError(f'Cannot read base weights {path!r}')
-        state = unwrap_state_dict(obj, source=path, info=info)
+    try:
+        state = load_checkpoint_file(path, info=info, mmap=True)
+    except ValueError as err:  # the message names the file
+        raise TunedCheckpointError(f'Cannot read base weights: {err}') \
+            from err
     try:
         fmt = detect_format(state)
     except ValueError:
@@ -247,8 +229,7 @@ class TunedSplit:
     """The result of :func:`split_tuned`."""
     tuned: StateDict = field(default_factory=OrderedDict)
     omitted: List[str] = field(default_factory=list)
-    # kept although frozen: the base file lacks them / gives other values
-    not_in_base: List[str] = field(default_factory=list)
+    # kept although frozen and in the base file: it gives other values
     differ_from_base: List[str] = field(default_factory=list)
 
 
@@ -287,10 +268,8 @@ def split_tuned(state_dict: Mapping[str, torch.Tensor],
     split = TunedSplit()
     for key, value in state_dict.items():
         rel = key[len(prefix):] if key.startswith(prefix) else None
-        keep = rel is None or key in trainable
-        if not keep and base_keys is not None and rel not in base_keys:
-            split.not_in_base.append(key)
-            keep = True
+        keep = rel is None or key in trainable or (
+            base_keys is not None and rel not in base_keys)
         if not keep and base_state is not None:
             ref = base_state.get(rel)
             if ref is None or ref.dtype != value.dtype or \
@@ -345,7 +324,6 @@ class TunedPlan:
     omitted: Dict[str, str]  # key -> digest
     omitted_numel: int
     omitted_bytes: int
-    not_in_base: List[str]
     differ_from_base: List[str]
     policy: dict
 
@@ -434,7 +412,6 @@ def plan_tuned(model: nn.Module,
         omitted=omitted,
         omitted_numel=sum(state[k].numel() for k in split.omitted),
         omitted_bytes=state_bytes(state[k] for k in split.omitted),
-        not_in_base=split.not_in_base,
         differ_from_base=split.differ_from_base,
         policy=freeze_policy(net, module))
 

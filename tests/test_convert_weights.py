@@ -425,3 +425,27 @@ def test_safetensors_without_package_says_how_to_install(tmp_path,
     monkeypatch.setitem(sys.modules, 'safetensors.torch', None)
     with pytest.raises(ImportError, match='pip install safetensors'):
         load_checkpoint_file(str(path))
+
+
+def test_mmseg_pos_embed_of_non_square_grid_keeps_class_slot():
+    """mmseg's ViT always stores a class-token slot: a 14x16 grid gives
+    1 + 224 = 225 entries, a perfect square that must not be read as a
+    slot-less 15x15 grid. Its grid shape cannot be told from the length, so
+    resizing needs ``src_grid``; without it the error names the key and the
+    shapes instead of a silently wrong resize."""
+    kwargs = dict(patch_size=16, embed_dims=32, num_layers=1, num_heads=2)
+    src = vpt_vit(img_size=(224, 256), **kwargs)  # 14x16 grid
+    sd = src.state_dict()
+    assert sd['pos_embed'].shape == (1, 225, 32)
+    model = vpt_vit(img_size=(224, 288), **kwargs)  # 14x18 grid
+    with pytest.raises(ValueError,
+                       match=r'pos_embed.*\(1, 225, 32\).*\(1, 253, 32\)'):
+        adapt_to_model(sd, model)
+    adapted = adapt_to_model(sd, model, src_grid=(14, 16))
+    expected = VisionTransformer.resize_pos_embed(sd['pos_embed'], (14, 18),
+                                                  (14, 16), 'bicubic')
+    torch.testing.assert_close(adapted['pos_embed'], expected)
+    model.load_state_dict(adapted, strict=True)
+    # the same grid needs no resize
+    same = adapt_to_model(sd, vpt_vit(img_size=(224, 256), **kwargs))
+    assert torch.equal(same['pos_embed'], sd['pos_embed'])

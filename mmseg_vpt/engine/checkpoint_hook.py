@@ -52,7 +52,6 @@ class TunedCheckpointHook(Hook):
         self.check_base_hash = check_base_hash
         self.enabled = enabled
         self._plan: Optional[Union[TunedPlan, str]] = None
-        self._logged = False
 
     def _get_plan(self, runner) -> Optional[TunedPlan]:
         if not self.enabled:
@@ -100,12 +99,6 @@ class TunedCheckpointHook(Hook):
         if plan is None:
             return
         plan.apply(checkpoint)
-        if not self._logged:
-            self._logged = True
-            runner.logger.info(
-                f'Saving tuned-only checkpoints: '
-                f'{len(checkpoint["state_dict"])} tensors '
-                f'({_mb(state_bytes(checkpoint["state_dict"].values()))}).')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not is_tuned_checkpoint(checkpoint):

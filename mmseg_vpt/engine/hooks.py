@@ -4,8 +4,9 @@ from typing import Dict
 
 import torch.nn as nn
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ..checkpoint import unwrap_model
 
 
 def count_parameters(model: nn.Module) -> Dict:
@@ -14,10 +15,10 @@ def count_parameters(model: nn.Module) -> Dict:
     Returns ``{'total', 'trainable', 'trainable_pct', 'modules'}`` where
     ``modules[name]`` has ``total``, ``trainable``, ``prompt`` and
     ``prompt_trainable`` (parameters whose name contains ``'prompt'``).
-    Shared parameters are counted once; DDP wrappers are unwrapped.
+    Shared parameters are counted once; DDP (and TTA) wrappers are
+    unwrapped.
     """
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     modules: Dict[str, Dict[str, int]] = OrderedDict()
     for name, param in model.named_parameters():
         stats = modules.setdefault(

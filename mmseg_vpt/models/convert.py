@@ -45,6 +45,7 @@ Where the layouts differ beyond names:
 """
 import math
 import os.path as osp
+import pickle
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -57,8 +58,6 @@ from mmengine.logging import print_log
 StateDict = Dict[str, torch.Tensor]
 
 FORMATS = ('timm_vit', 'timm_swin', 'ms_swin', 'mmseg_vit', 'mmseg_swin')
-# accepted by ``convert_to_mmseg(fmt=...)`` besides FORMATS
-FORMAT_ALIASES = {'auto': None, 'mmseg': 'mmseg'}
 
 # torch.load containers that hold the actual state dict
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
@@ -67,7 +66,6 @@ _WRAPPER_KEYS = ('state_dict', 'model', 'module')
 @dataclass
 class ConversionInfo:
     """What a conversion did, for logs and the CLI."""
-    fmt: str = ''
     log: bool = True
     dropped: List[str] = field(default_factory=list)
     added: List[str] = field(default_factory=list)
@@ -94,7 +92,8 @@ def _preview(keys: Sequence[str], n: int = 10) -> str:
 # --------------------------------------------------------------------------
 def load_checkpoint_file(path: str,
                          allow_pickle: bool = True,
-                         info: Optional[ConversionInfo] = None) -> StateDict:
+                         info: Optional[ConversionInfo] = None,
+                         mmap: bool = False) -> StateDict:
     """Read a checkpoint file and return its (backbone) state dict.
 
     Reads ``.safetensors`` with the ``safetensors`` package and everything
@@ -102,7 +101,10 @@ def load_checkpoint_file(path: str,
     ``weights_only=True`` first. Training checkpoints that pickle other
     objects (an argparse ``args``, mmengine's ``meta``) need a full unpickle:
     that happens only with ``allow_pickle=True``, with a warning, so use it
-    only for files you trust.
+    only for files you trust. ``mmap=True`` first tries ``torch.load(...,
+    mmap=True)`` (tensors read lazily, e.g. when only the keys are needed)
+    and falls back to a plain load where the file does not allow it (the
+    legacy non-zip format).
 
     Unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` containers, a
     ``module.`` (DDP) prefix and a ``backbone.`` prefix (a segmentor
@@ -133,7 +135,7 @@ def load_checkpoint_file(path: str,
                 f'{type(e).__name__}: {e}') from e
     else:
         try:
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+            obj = _torch_load(path, True, mmap)
         except Exception as safe_error:  # noqa: BLE001
             if not allow_pickle:
                 raise ValueError(
@@ -141,7 +143,7 @@ def load_checkpoint_file(path: str,
                     f'torch.load(weights_only=True): {safe_error}') from \
                     safe_error
             try:
-                obj = torch.load(path, map_location='cpu', weights_only=False)
+                obj = _torch_load(path, False, mmap)
             except Exception as e:  # noqa: BLE001
                 raise ValueError(
                     f'Cannot read checkpoint file {path!r} '
@@ -149,6 +151,20 @@ def load_checkpoint_file(path: str,
             info.note(f'{path} holds more than tensors; it was fully '
                       'unpickled (only do this with files you trust)')
     return unwrap_state_dict(obj, source=path, info=info)
+
+
+def _torch_load(path: str, weights_only: bool, mmap: bool):
+    """``torch.load`` to the CPU; with ``mmap``, memory-mapped where the
+    file allows it, else read whole."""
+    if mmap:
+        try:
+            return torch.load(path, map_location='cpu',
+                              weights_only=weights_only, mmap=True)
+        except pickle.UnpicklingError:
+            raise  # the contents, not the mapping: a plain load fails too
+        except Exception:  # noqa: BLE001 - not mappable (legacy format)
+            pass
+    return torch.load(path, map_location='cpu', weights_only=weights_only)
 
 
 def unwrap_state_dict(obj, source: str = 'checkpoint',
@@ -507,9 +523,8 @@ def convert_to_mmseg(state_dict: Mapping[str, torch.Tensor],
         The converted state dict and the source format.
     """
     info = _info(info)
-    fmt = FORMAT_ALIASES.get(fmt, fmt)
     detected = detect_format(state_dict)
-    if fmt is None:
+    if fmt is None or fmt == 'auto':
         fmt = detected
     elif fmt == 'mmseg':
         if not detected.startswith('mmseg_'):
@@ -522,7 +537,6 @@ def convert_to_mmseg(state_dict: Mapping[str, torch.Tensor],
     elif fmt != detected and {fmt, detected} != {'timm_swin', 'ms_swin'}:
         raise ValueError(f'Format {fmt!r} was requested but the checkpoint '
                          f'looks like {detected}')
-    info.fmt = fmt
     state_dict = OrderedDict(state_dict)
 
     if fmt.startswith('mmseg_'):
@@ -594,6 +608,50 @@ def _model_grid(model, num_entries: int) -> Tuple[int, int]:
     return side, side
 
 
+def _has_mmseg_vit_keys(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(re.fullmatch(_ANCHORS['mmseg_vit'], k) for k in state_dict)
+
+
+def _fit_pos_embed(pos_embed: torch.Tensor, model, num_entries: int,
+                   src_grid: Optional[Tuple[int, int]],
+                   mmseg_layout: bool) -> torch.Tensor:
+    """``pos_embed`` (1, L, C) as (1, num_entries, C) for ``model`` (see
+    :func:`adapt_to_model`).
+
+    Class-token slots in the source: ``L - H * W`` with ``src_grid``; 1 for
+    mmseg's layout (it always stores one; ``L`` may be a perfect square, as
+    1 + 14 * 16 = 225 is); otherwise (a lone timm ``pos_embed``) told from
+    ``L`` by :func:`_vit_pos_prefix`. Without ``src_grid`` the source grid
+    is taken to be square, and a grid that cannot be square is an error.
+    """
+    length = pos_embed.shape[1]
+    shapes = (f'pos_embed {tuple(pos_embed.shape)} vs model '
+              f'{(1, num_entries, pos_embed.shape[2])}')
+    if src_grid is not None:
+        prefix = length - src_grid[0] * src_grid[1]
+        if prefix not in (0, 1):
+            raise ValueError(
+                f'{shapes}: src_grid {tuple(src_grid)} leaves {prefix} '
+                'entries for the class-token slot (expected 0 or 1)')
+    elif mmseg_layout:
+        prefix = 1
+    else:
+        prefix = _vit_pos_prefix(length, True)
+    if prefix == 0:  # no class-token slot: mmseg needs one
+        pos_embed = torch.cat(
+            [pos_embed.new_zeros(1, 1, pos_embed.shape[2]), pos_embed], dim=1)
+    if pos_embed.shape[1] == num_entries:
+        return pos_embed
+    if src_grid is None and not _is_square(pos_embed.shape[1] - 1):
+        raise ValueError(
+            f'{shapes}: the source has {pos_embed.shape[1] - 1} grid '
+            'entries besides the class-token slot, not a square grid, so '
+            'its grid shape is unknown; pass src_grid=(H, W) to resize it')
+    return resize_pos_embed(
+        pos_embed, _model_grid(model, num_entries), src_grid,
+        mode=getattr(model, 'interpolate_mode', 'bicubic'))
+
+
 def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
                    model: torch.nn.Module,
                    info: Optional[ConversionInfo] = None,
@@ -601,8 +659,14 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
     """Fit an mmseg-layout ``state_dict`` to ``model``'s sizes.
 
     * ``pos_embed`` (ViT) is resized to the model's patch grid, keeping the
-      class-token slot (one is added if the source has none); ``src_grid``
-      gives a non-square source grid.
+      class-token slot. mmseg's layout always has that slot, so with mmseg
+      ViT keys in ``state_dict`` the first entry is the slot whatever the
+      length; a lone ``pos_embed`` (e.g. a raw timm one) gets a zero slot
+      when its length is a square (no slot) rather than one plus a square.
+      The source grid is assumed square: pass ``src_grid=(H, W)`` for a
+      non-square one (its length then also tells whether a slot is there).
+      A source that cannot be a square grid, without ``src_grid``, is an
+      error naming the shapes, never a guess.
     * ``absolute_pos_embed`` (Swin) is resized the same way, without prefix.
     * relative-position-bias tables are interpolated when window sizes
       differ, and the model's own ``relative_position_index`` (and any other
@@ -633,18 +697,10 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
             continue
         want = target[key].shape
         if value.shape != want:
-            if key == 'pos_embed':
-                if src_grid is not None:
-                    prefix = value.shape[1] - src_grid[0] * src_grid[1]
-                else:
-                    prefix = _vit_pos_prefix(value.shape[1], True)
-                if prefix == 0:  # no class-token slot: mmseg needs one
-                    value = torch.cat(
-                        [value.new_zeros(1, 1, value.shape[2]), value], dim=1)
-                if value.shape != want:
-                    value = resize_pos_embed(
-                        value, _model_grid(model, want[1]), src_grid,
-                        mode=getattr(model, 'interpolate_mode', 'bicubic'))
+            if key == 'pos_embed' and value.ndim == 3 and \
+                    value.shape[2] == want[2]:
+                value = _fit_pos_embed(value, model, want[1], src_grid,
+                                       _has_mmseg_vit_keys(state_dict))
                 info.note(f'Resized pos_embed {tuple(state_dict[key].shape)} '
                           f'-> {tuple(value.shape)}')
             elif key == 'absolute_pos_embed' and value.ndim == 3:

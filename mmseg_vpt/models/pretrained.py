@@ -14,8 +14,8 @@ from typing import Sequence
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .convert import (ConversionInfo, adapt_to_model, convert_to_mmseg,
-                      load_checkpoint_file)
+from .convert import (ConversionInfo, _preview, adapt_to_model,
+                      convert_to_mmseg, load_checkpoint_file)
 
 
 def load_pretrained(model: nn.Module, path: str,
@@ -45,12 +45,10 @@ def load_pretrained(model: nn.Module, path: str,
     required = [k for k in missing
                 if not any(re.search(p, k) for p in optional)]
     if required:
-        shown = ', '.join(required[:10])
-        more = f' (+{len(required) - 10} more)' if len(required) > 10 else ''
         raise ValueError(
             f'Pretrained weights {path!r} ({fmt} layout) do not provide '
             f'{len(required)} parameters of {type(model).__name__}: '
-            f'{shown}{more}')
+            f'{_preview(required)}')
     kept = [k for k in missing if 'prompt' not in k]
     print_log(
         f'Loaded {len(state)} tensors from {path} ({fmt} layout)' +

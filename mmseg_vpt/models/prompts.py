@@ -31,6 +31,12 @@ PromptLayers = Union[str, Sequence[int]]
 PROMPT_INITS = ('uniform', 'normal')
 
 
+def has_frozen_parameters(module: nn.Module) -> bool:
+    """Whether anything in ``module`` is frozen (empty tensors aside)."""
+    return any(not p.requires_grad and p.numel() > 0
+               for p in module.parameters())
+
+
 def resolve_prompt_layers(prompt_layers: PromptLayers,
                           num_layers: int) -> List[int]:
     """Turn ``prompt_layers`` into the sorted indices of prompted layers.
@@ -267,17 +273,13 @@ class PromptTuningMixin:
         # the parent's random init re-initialises every Linear layer
         self.reset_prompts()
 
-    def has_frozen_parameters(self) -> bool:
-        return any(not p.requires_grad for p in self.parameters()
-                   if p.numel())
-
     def train(self, mode: bool = True):
         """Keep the frozen backbone in eval mode, as the VPT reference does,
         so its dropout and drop-path stay off while prompts train; prompt
         dropout still follows ``mode``. ``frozen_eval=False`` turns this off.
         """
         super().train(mode)
-        if mode and self.frozen_eval and self.has_frozen_parameters():
+        if mode and self.frozen_eval and has_frozen_parameters(self):
             for module in self.children():
                 module.eval()
             self.prompt_dropout.train()
