@@ -3,7 +3,9 @@
 # Launches NPROC processes per node with torchrun. Works on CPU-only machines
 # too (gloo backend, set up by mmseg_vpt.utils.prepare_distributed).
 # Env: NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1),
-#      PYTHON (python).
+#      PYTHON (python), MMSEG_VPT_RANK_TIMEOUT (seconds a rank may stop
+#      answering before every rank exits, naming it; 0: off; default: the
+#      config's RankWatchdogHook timeout, 120).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

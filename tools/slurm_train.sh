@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [args]
-# Env: GPUS (4), GPUS_PER_NODE (4), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON.
+# Env: GPUS (4), GPUS_PER_NODE (4), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON,
+#      MMSEG_VPT_RANK_TIMEOUT (as in tools/dist_train.sh).
 set -x
 
 PARTITION=$1

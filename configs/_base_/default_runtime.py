@@ -9,8 +9,10 @@ default_scope = 'mmseg'
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # tools/train.py switches this to gloo when distributed without a GPU
-    dist_cfg=dict(backend='nccl'),
+    # tools/train.py switches this to gloo when distributed without a GPU.
+    # timeout: seconds a collective may wait for the other ranks before the
+    # process fails (gloo's own default is 30 min).
+    dist_cfg=dict(backend='nccl', timeout=600),
 )
 # Training curves: LocalVisBackend writes every logged scalar (loss, lr,
 # mIoU ...) to WORK_DIR/<timestamp>/vis_data/scalars.json
@@ -40,3 +42,9 @@ custom_hooks = [
 
 # used by tools/test.py --tta
 tta_model = dict(type='SegTTAModel')
+
+# RankWatchdogHook (distributed runs only): a rank whose heartbeat stops for
+# `timeout` seconds (stopped, killed, machine down) is named in an ERROR, and
+# every other rank exits with status 3. MMSEG_VPT_RANK_TIMEOUT overrides the
+# timeout; 0 turns it off.
+custom_hooks.append(dict(type='RankWatchdogHook', timeout=120))

@@ -1,10 +1,11 @@
-"""Runner extensions: parameter-count logging, tuned-only checkpoints and
-CPU-capable AMP."""
+"""Runner extensions: parameter-count logging, tuned-only checkpoints,
+CPU-capable AMP and a watchdog for stalled ranks."""
 from .checkpoint_hook import TunedCheckpointHook
 from .hooks import TrainableParamsHook, count_parameters
 from .optim_wrapper import BFloat16OptimWrapper
+from .rank_watchdog import RankWatchdogHook
 
 __all__ = [
     'TrainableParamsHook', 'TunedCheckpointHook', 'count_parameters',
-    'BFloat16OptimWrapper'
+    'BFloat16OptimWrapper', 'RankWatchdogHook'
 ]

@@ -5,7 +5,9 @@ wrapper passes ``device_ids=[LOCAL_RANK]``; both fail on a CPU-only machine.
 The Runner skips its own initialisation when a process group already exists,
 so :func:`prepare_distributed` creates a gloo group first and patches the
 config so that the rest of mmengine's distributed path works unchanged.
-With a GPU present nothing is touched and mmengine's normal path runs.
+With a GPU present mmengine's normal path runs. On both, a collective
+timeout and :class:`~mmseg_vpt.engine.RankWatchdogHook` are set when the
+config has none, so a rank that stops answering ends the job.
 """
 import datetime
 import logging
@@ -18,6 +20,10 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+#: Seconds a collective waits for the other ranks when the config sets no
+#: ``env_cfg.dist_cfg.timeout`` (gloo's own default is 30 min, NCCL's 10).
+COLLECTIVE_TIMEOUT = 600
 
 
 def _first_slurm_host(node_list: str) -> str:
@@ -95,20 +101,53 @@ def convert_syncbn_to_bn(cfg_node: Any, path: str = 'model') -> list:
     return changed
 
 
-def prepare_distributed(cfg: Config, launcher: str) -> None:
-    """Make ``cfg`` runnable under ``launcher`` on the current hardware.
+def set_collective_timeout(cfg: Config) -> float:
+    """Default ``env_cfg.dist_cfg.timeout`` to :data:`COLLECTIVE_TIMEOUT`
+    and check it; returns the timeout in seconds.
 
-    Call this before ``Runner.from_cfg``. On CPU with a launcher other than
-    ``'none'`` it initialises gloo, sets ``device_ids=None`` for DDP, turns
-    SyncBN into BN and drops ``cfg.sync_bn``. Otherwise it does nothing.
+    It bounds how long a collective waits for the other ranks, for gloo
+    (set up here) and NCCL (set up by mmengine).
     """
-    if launcher == 'none' or torch.cuda.is_available():
-        return
     # ConfigDict.setdefault returns a detached copy, so assign explicitly.
     cfg.env_cfg = cfg.get('env_cfg') or {}
     cfg.env_cfg.dist_cfg = cfg.env_cfg.get('dist_cfg') or {}
+    timeout = cfg.env_cfg.dist_cfg.get('timeout')
+    if timeout is None:
+        timeout = cfg.env_cfg.dist_cfg.timeout = COLLECTIVE_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or timeout <= 0:
+        raise ValueError('env_cfg.dist_cfg.timeout must be a number of '
+                         f'seconds > 0, got {timeout!r}')
+    return timeout
+
+
+def add_rank_watchdog(cfg: Config) -> None:
+    """Append ``RankWatchdogHook`` to ``cfg.custom_hooks`` unless the config
+    has one already (``timeout=0`` there turns it off)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('RankWatchdogHook', 'mmseg.RankWatchdogHook')
+               for h in hooks):
+        hooks.append(dict(type='mmseg.RankWatchdogHook'))
+    cfg.custom_hooks = hooks
+
+
+def prepare_distributed(cfg: Config, launcher: str) -> None:
+    """Make ``cfg`` runnable under ``launcher`` on the current hardware.
+
+    Call this before ``Runner.from_cfg``. With a launcher other than
+    ``'none'`` it sets a collective timeout and the rank watchdog when the
+    config has none. On CPU it also initialises gloo, sets
+    ``device_ids=None`` for DDP, turns SyncBN into BN and drops
+    ``cfg.sync_bn``.
+    """
+    if launcher == 'none':
+        return
+    timeout = set_collective_timeout(cfg)
+    add_rank_watchdog(cfg)
+    if torch.cuda.is_available():
+        return
     cfg.env_cfg.dist_cfg.backend = 'gloo'
-    init_cpu_dist(launcher, cfg.env_cfg.dist_cfg.get('timeout'))
+    init_cpu_dist(launcher, timeout)
 
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
@@ -131,7 +170,8 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
 
 
 def finish_distributed() -> None:
-    """Wait for every rank, then destroy the process group.
+    """Wait for every rank, then destroy the process group
+    (``RankWatchdogHook`` has stopped its threads in ``after_run``).
 
     Left to interpreter exit, a gloo group's threads may still be running
     when the process tears down; one rank then aborts ("terminate called
