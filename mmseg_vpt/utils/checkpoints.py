@@ -1,9 +1,10 @@
 """Checkpoint files: fail fast, and name the file, when one is missing, empty,
 cut short or not a checkpoint.
 
-torch reports a truncated file as "failed finding central directory" and an
-empty one as a bare ``EOFError``, naming no file; mmengine only notices a
-missing ``init_cfg`` checkpoint after building the whole model. So:
+torch reports a truncated file as "failed finding central directory" (or,
+for small files, a bare ``OSError: Invalid argument``) and an empty one as a
+bare ``EOFError``, naming no file; mmengine only notices a missing
+``init_cfg`` checkpoint after building the whole model. So:
 
 * :func:`check_checkpoint_file` looks at a file's structure without loading
   its tensors (a zip's central directory, a legacy file's magic number, a
