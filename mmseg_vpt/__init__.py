@@ -5,6 +5,9 @@ registries, so configs only need
 ``custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)``.
 """
 from . import engine, models  # noqa: F401  (registers modules)
+# mmengine's local checkpoint loader, replaced by one whose errors name the
+# file (load_from, --resume, mmseg's init_model...)
+from .utils import checkpoints  # noqa: F401
 from .version import __version__
 
 __all__ = ['__version__']

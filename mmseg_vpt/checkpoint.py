@@ -53,10 +53,14 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from .models.convert import (ConversionInfo, convert_to_mmseg, detect_format,
                              load_checkpoint_file)
 from .models.prompts import has_frozen_parameters
+from .utils.checkpoints import (check_checkpoint_file, is_remote,
+                                local_checkpoint_path, not_a_checkpoint,
+                                unreadable_checkpoint)
 
 TUNED_META_KEY = 'vpt_tuned'
 MERGED_META_KEY = 'vpt_merged_from'
@@ -385,11 +389,13 @@ def plan_tuned(model: nn.Module,
             spec = BaseSpec(module, base_path, f'model.{module}.init_cfg')
         elif base_path is not None:
             spec.checkpoint = base_path
-        if not osp.isfile(spec.checkpoint):
+        local = local_checkpoint_path(spec.checkpoint)  # a URL's cache
+        if not osp.isfile(local):
             raise FileNotFoundError(
                 f'Base weights file {spec.checkpoint!r} (config key '
                 f'`{spec.config_key}`, resolved: '
                 f'{osp.abspath(spec.checkpoint)}) does not exist')
+        check_checkpoint_file(local, f'config key `{spec.config_key}`')
         keys = base_file_keys(spec.checkpoint)
         reference = base_reference(sub, spec.checkpoint)
         state = net.state_dict() if state_dict is None else state_dict
@@ -407,8 +413,8 @@ def plan_tuned(model: nn.Module,
         (k, tensor_digest(reference[k[len(prefix):]])) for k in split.omitted)
     return TunedPlan(
         base=spec,
-        base_sha256=file_sha256(spec.checkpoint),
-        base_bytes=os.path.getsize(spec.checkpoint),
+        base_sha256=file_sha256(local),
+        base_bytes=os.path.getsize(local),
         omitted=omitted,
         omitted_numel=sum(state[k].numel() for k in split.omitted),
         omitted_bytes=state_bytes(state[k] for k in split.omitted),
@@ -471,7 +477,8 @@ def prepare_tuned_load(model: nn.Module,
         path, key = recorded, f"meta['{TUNED_META_KEY}']['base_checkpoint']"
         _log(f'model.{module} has no Pretrained init_cfg; using the base '
              f'weights recorded in {source}: {recorded!r}')
-    if not osp.isfile(path):
+    local = local_checkpoint_path(path)  # a URL's cache
+    if not osp.isfile(local):
         raise FileNotFoundError(
             f'{source} holds only the tuned tensors; it needs its base '
             f'weights file {path!r} (from `{key}`; resolved: '
@@ -479,7 +486,8 @@ def prepare_tuned_load(model: nn.Module,
             f'{recorded!r} (sha256 {meta["base_sha256"]}). Put that file '
             f'there or point `{key}` at it (--cfg-options {key}=PATH), or '
             'use a full checkpoint (tools/merge_tuned.py).')
-    sha = file_sha256(path)
+    check_checkpoint_file(local, f'`{key}`')
+    sha = file_sha256(local)
     if sha != meta['base_sha256']:
         msg = (f'Base weights mismatch: {source} was saved with base weights '
                f'{recorded!r} (sha256 {meta["base_sha256"]}), but `{key}` is '
@@ -546,14 +554,20 @@ def check_tuned_state(model: nn.Module,
                f'the base weights): {_preview(missing)}.' if missing else ''))
 
 
-def read_checkpoint(path: str) -> dict:
-    """``torch.load`` a checkpoint written by mmengine or these tools."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path!r} '
-                                f'(resolved: {osp.abspath(path)})')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+def read_checkpoint(path: str, key: Optional[str] = None) -> dict:
+    """``torch.load`` a checkpoint written by mmengine or these tools (a URL
+    or another mmengine scheme through mmengine's ``CheckpointLoader``).
+    Errors name the file, its size and ``key`` (what named it, e.g.
+    ``'argument TUNED'``)."""
+    check_checkpoint_file(path, key)
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(path, 'cpu') if \
+            is_remote(path) else \
+            torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch.load's many errors
+        raise unreadable_checkpoint(path, err, key) from err
     if not isinstance(ckpt, Mapping):
-        raise TunedCheckpointError(f'{path} holds a {type(ckpt).__name__}')
+        raise not_a_checkpoint(path, ckpt, key)
     if 'state_dict' not in ckpt:  # a bare state dict
         ckpt = {'meta': {}, 'state_dict': ckpt}
     return ckpt

@@ -27,6 +27,7 @@ from mmengine.config import DictAction  # noqa: E402
 import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
 from mmseg_vpt.checkpoint import (TUNED_META_KEY, extract_tuned,  # noqa
                                   model_from_config)
+from mmseg_vpt.utils.checkpoints import check_checkpoint_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_checkpoint_file(args.full, 'argument FULL')  # before building
+    if args.base is not None:
+        check_checkpoint_file(args.base, 'argument --base')
     model = model_from_config(args.config, args.base, args.cfg_options)
     tuned = extract_tuned(model, args.full, args.base,
                           not args.ignore_base_hash)

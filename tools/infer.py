@@ -57,6 +57,8 @@ def main() -> int:
     args = parse_args()
     from mmseg_vpt.apis import find_images, infer_files, init_segmentor
     from mmseg_vpt.checkpoint import TunedCheckpointError
+    from mmseg_vpt.utils.checkpoints import (CheckpointFileError,
+                                             check_checkpoint_file)
 
     scan = find_images(args.images)
     for err in scan.errors:
@@ -65,10 +67,12 @@ def main() -> int:
         print('error: no images to segment', file=sys.stderr)
         return 2
     try:
+        check_checkpoint_file(args.checkpoint, 'argument CHECKPOINT')
         model = init_segmentor(args.config, args.checkpoint, args.device,
                                args.cfg_options,
                                check_base_hash=not args.ignore_base_hash)
-    except (FileNotFoundError, TunedCheckpointError, RuntimeError) as err:
+    except (FileNotFoundError, CheckpointFileError, TunedCheckpointError,
+            RuntimeError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     print(f'Segmenting {len(scan.images)} image(s) into {args.out_dir} '

@@ -29,6 +29,7 @@ import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
 from mmseg_vpt.checkpoint import (TUNED_META_KEY,  # noqa: E402
                                   is_tuned_checkpoint, merge_tuned,
                                   model_from_config, read_checkpoint)
+from mmseg_vpt.utils.checkpoints import check_checkpoint_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    tuned = read_checkpoint(args.tuned)
+    tuned = read_checkpoint(args.tuned, 'argument TUNED')
     if not is_tuned_checkpoint(tuned):
         sys.exit(f'{args.tuned} is not a tuned-only checkpoint (no '
                  f"meta['{TUNED_META_KEY}']); it is already full.")
@@ -61,6 +62,7 @@ def main(argv=None) -> None:
         config, base = args.base_or_config, None
     else:
         config, base = args.config, args.base_or_config
+        check_checkpoint_file(base, 'argument BASE_OR_CONFIG')
         if config is None:
             config = tuned['meta'].get('cfg')
             if not config:

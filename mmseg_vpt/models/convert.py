@@ -44,7 +44,6 @@ Where the layouts differ beyond names:
   buffers (``relative_position_index``, ``attn_mask``) are dropped.
 """
 import math
-import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
@@ -54,6 +53,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..utils.checkpoints import (CheckpointFileError, check_checkpoint_file,
+                                is_remote, not_a_checkpoint,
+                                unreadable_checkpoint)
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -104,7 +108,9 @@ def load_checkpoint_file(path: str,
     only for files you trust. ``mmap=True`` first tries ``torch.load(...,
     mmap=True)`` (tensors read lazily, e.g. when only the keys are needed)
     and falls back to a plain load where the file does not allow it (the
-    legacy non-zip format).
+    legacy non-zip format). URLs and the other schemes of mmengine's
+    ``CheckpointLoader`` (``open-mmlab://``, ``torchvision://``, ``s3://``...)
+    load through it (URLs are downloaded once into torch hub's cache).
 
     Unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` containers, a
     ``module.`` (DDP) prefix and a ``backbone.`` prefix (a segmentor
@@ -113,43 +119,48 @@ def load_checkpoint_file(path: str,
     Raises:
         FileNotFoundError: ``path`` is not a file.
         ImportError: a ``.safetensors`` file without the package.
-        ValueError: the file cannot be read or holds no state dict.
+        CheckpointFileError (a ValueError): the file is empty, cut short or
+            cannot be read (the message names it and its size), or a
+            download failed (names the URL).
+        ValueError: the file holds no state dict.
     """
     info = _info(info)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'Checkpoint file not found: {path!r} '
-            f'(resolved: {osp.abspath(path)})')
-    if path.endswith('.safetensors'):
+    safetensors = path.endswith('.safetensors')
+    if safetensors:
         try:
             from safetensors.torch import load_file
         except ImportError as e:
             raise ImportError(
                 f'Reading {path!r} needs the safetensors package: '
                 f'pip install safetensors') from e
+    check_checkpoint_file(path)
+    if is_remote(path):
+        try:
+            obj = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        except Exception as e:  # noqa: BLE001 - any scheme's errors
+            raise unreadable_checkpoint(path, e) from e
+    elif safetensors:
         try:
             obj = load_file(path, device='cpu')
         except Exception as e:  # noqa: BLE001 - report any reader failure
-            raise ValueError(
-                f'Cannot read checkpoint file {path!r} as safetensors: '
-                f'{type(e).__name__}: {e}') from e
+            raise unreadable_checkpoint(path, e) from e
     else:
         try:
             obj = _torch_load(path, True, mmap)
         except Exception as safe_error:  # noqa: BLE001
             if not allow_pickle:
-                raise ValueError(
+                raise CheckpointFileError(
                     f'Cannot read checkpoint file {path!r} with '
                     f'torch.load(weights_only=True): {safe_error}') from \
                     safe_error
             try:
                 obj = _torch_load(path, False, mmap)
             except Exception as e:  # noqa: BLE001
-                raise ValueError(
-                    f'Cannot read checkpoint file {path!r} '
-                    f'(torch.load: {type(e).__name__}: {e})') from e
+                raise unreadable_checkpoint(path, e) from e
             info.note(f'{path} holds more than tensors; it was fully '
                       'unpickled (only do this with files you trust)')
+    if not isinstance(obj, Mapping):
+        raise not_a_checkpoint(path, obj)
     return unwrap_state_dict(obj, source=path, info=info)
 
 

@@ -1,20 +1,248 @@
-"""Fail fast on missing local checkpoint files.
+"""Checkpoint files: fail fast, and name the file, when one is missing, empty,
+cut short or not a checkpoint.
 
-mmengine only notices a missing ``init_cfg`` checkpoint after building the
-whole model (and sometimes only logs a warning and trains from scratch), so
-tools check every referenced file up front and say which config key is wrong.
+torch reports a truncated file as "failed finding central directory" (or,
+for small files, a bare ``OSError: Invalid argument``) and an empty one as a
+bare ``EOFError``, naming no file; mmengine only notices a missing
+``init_cfg`` checkpoint after building the whole model. So:
+
+* :func:`check_checkpoint_file` looks at a file's structure without loading
+  its tensors (a zip's central directory, a legacy file's magic number, a
+  safetensors header) and says what is wrong, with the path and size;
+* tools run it on every checkpoint a config names before building anything
+  (:func:`check_checkpoints_exist`), and the project's readers call it;
+* mmengine's local checkpoint loader (behind ``load_from``, ``--resume``,
+  auto-resume, ``mmseg.apis.init_model``...) is replaced by one that checks
+  the file the same way and names it in every load error.
+
+Remote checkpoints (URLs, ``open-mmlab://``, ``s3://``...) load through
+mmengine's ``CheckpointLoader``; :func:`local_checkpoint_path` gives the
+local copy a URL is cached in, for hashing.
 """
+import json
 import os.path as osp
-from typing import Any, Iterator, Tuple
+import pickle
+import tarfile
+import zipfile
+from typing import Any, Iterator, Mapping, Optional, Tuple
+from urllib.parse import urlparse
 
+import torch
 from mmengine.config import Config
+from mmengine.runner import checkpoint as mmengine_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# how torch.save's legacy (non-zip) format starts, one per pickle protocol
+_LEGACY_TORCH_HEADS = tuple(
+    pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p)
+    for p in range(2, pickle.HIGHEST_PROTOCOL + 1))
+_ZIP_LOCAL_HEADER = b'PK\x03\x04'
 
 
-def _is_remote(path: str) -> bool:
+class CheckpointFileError(ValueError):
+    """A checkpoint file is empty, cut short, or not a checkpoint."""
+
+
+def is_remote(path: str) -> bool:
     """URLs and mmengine prefixes (``open-mmlab://``, ``s3://``...)."""
     return '://' in path
 
 
+def _describe(path: str, key: Optional[str]) -> str:
+    """``Checkpoint file 'PATH' (N bytes), named by KEY,``"""
+    origin = f', named by {key},' if key else ''
+    if is_remote(path) or not osp.isfile(path):
+        return f'Checkpoint {path!r}{origin}'
+    return f'Checkpoint file {path!r} ({osp.getsize(path)} bytes){origin}'
+
+
+def _safetensors_problem(path: str, size: int) -> Optional[str]:
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return ('truncated or not a safetensors file: shorter than the '
+                    '8-byte header length')
+        header_bytes = int.from_bytes(head, 'little')
+        if 8 + header_bytes > size:
+            return (f'truncated or not a safetensors file: its header should '
+                    f'be {header_bytes} bytes long')
+        try:
+            header = json.loads(f.read(header_bytes))
+            data_bytes = max((v['data_offsets'][1] for k, v in header.items()
+                              if k != '__metadata__'), default=0)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return 'not a safetensors file: its header is not a tensor index'
+    if 8 + header_bytes + data_bytes > size:
+        return (f'truncated: its header lists {data_bytes} bytes of tensor '
+                f'data, the file holds {size - 8 - header_bytes}')
+    return None
+
+
+def _torch_file_problem(path: str) -> Optional[str]:
+    with open(path, 'rb') as f:
+        head = f.read(32)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            return f'truncated or not a torch checkpoint: {err}'
+        if not any(n == 'data.pkl' or n.endswith('/data.pkl')
+                   for n in names):
+            return ('not a torch checkpoint: a zip archive without data.pkl '
+                    f'(it holds {", ".join(names[:3]) or "nothing"})')
+        return None
+    if head.startswith(_ZIP_LOCAL_HEADER):
+        return ('truncated or not a torch checkpoint: it starts like a torch '
+                'zip archive but has no central directory (the index a zip '
+                'ends with), so it was cut short, e.g. by an interrupted '
+                'copy, download or save')
+    if head.startswith(_LEGACY_TORCH_HEADS) or tarfile.is_tarfile(path):
+        return None  # torch.save's formats before the zip one
+    return ('not a torch checkpoint: neither a torch zip archive nor a '
+            f'legacy torch file (it starts with {head[:16]!r})')
+
+
+def checkpoint_file_problem(path: str) -> Optional[str]:
+    """What is structurally wrong with the local file ``path``, or None.
+
+    Cheap: reads a zip's central directory, a legacy torch file's magic
+    number or a safetensors header, never the tensors. A file that passes
+    can still fail to load (damaged tensor data); the loaders report that
+    with :func:`unreadable_checkpoint`.
+    """
+    size = osp.getsize(path)
+    if size == 0:
+        return 'an empty file'
+    if path.endswith('.safetensors'):
+        return _safetensors_problem(path, size)
+    return _torch_file_problem(path)
+
+
+def check_checkpoint_file(path: str, key: Optional[str] = None) -> None:
+    """Raise, naming ``path``, its size and ``key`` (what named the file,
+    e.g. ``'config key `load_from`'`` or ``'argument TUNED'``), if the local
+    checkpoint ``path`` is missing, empty, cut short or not a checkpoint.
+    Remote paths are left to mmengine's loader.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointFileError: see :func:`checkpoint_file_problem`.
+    """
+    if is_remote(path):
+        return
+    if not osp.isfile(path):
+        origin = f' (named by {key})' if key else ''
+        raise FileNotFoundError(
+            f'Checkpoint file {path!r}{origin} does not exist (resolved: '
+            f'{osp.abspath(path)})')
+    problem = checkpoint_file_problem(path)
+    if problem is not None:
+        raise CheckpointFileError(f'{_describe(path, key)} is {problem}.')
+
+
+def unreadable_checkpoint(path: str, err: BaseException,
+                          key: Optional[str] = None) -> CheckpointFileError:
+    """The error for a checkpoint whose loader failed with ``err``."""
+    if is_remote(path):
+        return CheckpointFileError(
+            f"{_describe(path, key)} could not be loaded by mmengine's "
+            f'CheckpointLoader ({type(err).__name__}: {err})')
+    return CheckpointFileError(
+        f'{_describe(path, key)} cannot be read; is it damaged or not a '
+        f'checkpoint? ({type(err).__name__}: {err})')
+
+
+def not_a_checkpoint(path: str, obj: Any,
+                     key: Optional[str] = None) -> CheckpointFileError:
+    """The error for a file that loads but holds no checkpoint dict."""
+    return CheckpointFileError(
+        f'{_describe(path, key)} holds a {type(obj).__name__}, not a '
+        'checkpoint (a dict of tensors, or one with a state_dict)')
+
+
+@CheckpointLoader.register_scheme(prefixes='', force=True)
+def load_from_local(filename: str, map_location=None) -> Mapping:
+    """mmengine's local checkpoint loader (``load_from``, ``--resume``,
+    auto-resume, ``load_checkpoint``), with errors that name the file."""
+    path = osp.expanduser(filename)
+    check_checkpoint_file(path)
+    try:
+        checkpoint = mmengine_checkpoint.load_from_local(path, map_location)
+    except Exception as err:  # noqa: BLE001 - torch.load's many errors
+        raise unreadable_checkpoint(path, err) from err
+    if not isinstance(checkpoint, Mapping):
+        raise not_a_checkpoint(path, checkpoint)
+    return checkpoint
+
+
+def _download_url(path: str) -> Optional[str]:
+    """The http(s) URL that mmengine's CheckpointLoader downloads ``path``
+    from (``torchvision://``, ``open-mmlab://`` and ``mmcls://`` names are
+    looked up in mmengine's tables), a local file for ``open-mmlab://``
+    names mapped to one, or None for other schemes."""
+    if path.startswith(('http://', 'https://')):
+        return path
+    tables = (
+        (('torchvision://', 'modelzoo://'),
+         mmengine_checkpoint.get_torchvision_models),
+        (('open-mmlab://', 'openmmlab://'),
+         mmengine_checkpoint.get_external_models),
+        (('mmcls://', ), mmengine_checkpoint.get_mmcls_models),
+    )
+    for prefixes, table in tables:
+        prefix = next((p for p in prefixes if path.startswith(p)), None)
+        if prefix is None:
+            continue
+        name = path[len(prefix):]
+        if table is mmengine_checkpoint.get_external_models:
+            name = mmengine_checkpoint.get_deprecated_model_names().get(
+                name, name)
+        urls = table()
+        if name not in urls:
+            raise CheckpointFileError(
+                f'Checkpoint {path!r}: mmengine knows no model {name!r} '
+                f'under {prefix}')
+        url = urls[name]
+        if url.startswith(('http://', 'https://')):
+            return url
+        return osp.join(mmengine_checkpoint._get_mmengine_home(), url)
+    return None
+
+
+def local_checkpoint_path(path: str) -> str:
+    """The local file holding checkpoint ``path``: ``path`` itself, or for
+    a URL (and the schemes mmengine maps to one) the file in torch hub's
+    cache (``<hub dir>/checkpoints/<file name>``) that mmengine's
+    CheckpointLoader downloads it to, downloading it first if it is not
+    there. Used to fingerprint base weights named by URL.
+
+    Raises:
+        CheckpointFileError: the download failed (names the URL), or the
+            scheme (``s3://``, ``pavi://``...) keeps no local copy.
+    """
+    if not is_remote(path):
+        return path
+    url = _download_url(path)
+    if url is None:
+        raise CheckpointFileError(
+            f'Checkpoint {path!r}: this scheme keeps no local copy to '
+            'fingerprint; download the file and name the local path')
+    if not url.startswith(('http://', 'https://')):
+        return url
+    cached = osp.join(torch.hub.get_dir(), 'checkpoints',
+                      osp.basename(urlparse(url).path))
+    if not osp.isfile(cached):
+        try:
+            CheckpointLoader.load_checkpoint(url, map_location='cpu')
+        except Exception as err:  # noqa: BLE001 - urllib's and torch's
+            raise unreadable_checkpoint(path, err) from err
+    return cached
+
+
+# --------------------------------------------------------------------------
+# every checkpoint a config names
+# --------------------------------------------------------------------------
 def iter_checkpoint_refs(cfg: Config) -> Iterator[Tuple[str, str]]:
     """Yield ``(key_path, file)`` for every checkpoint the config loads.
 
@@ -40,9 +268,13 @@ def iter_checkpoint_refs(cfg: Config) -> Iterator[Tuple[str, str]]:
 
 
 def check_checkpoints_exist(cfg: Config) -> None:
-    """Raise ``FileNotFoundError`` for the first missing local checkpoint."""
+    """Raise for the first local checkpoint of ``cfg`` that is missing
+    (``FileNotFoundError``), empty, cut short or not a checkpoint
+    (:class:`CheckpointFileError`), naming the config key."""
     for key, path in iter_checkpoint_refs(cfg):
-        if not _is_remote(path) and not osp.isfile(path):
+        if is_remote(path):
+            continue
+        if not osp.isfile(path):
             hint = ('Check the CHECKPOINT / --resume argument.'
                     if key == 'load_from' else
                     'Download or convert it as described in README section '
@@ -51,3 +283,6 @@ def check_checkpoints_exist(cfg: Config) -> None:
             raise FileNotFoundError(
                 f'Config key `{key}` refers to a checkpoint that does not '
                 f'exist: {path!r} (resolved: {osp.abspath(path)}). {hint}')
+        check_checkpoint_file(
+            path, 'config key `load_from` (the CHECKPOINT / --resume '
+            'argument)' if key == 'load_from' else f'config key `{key}`')

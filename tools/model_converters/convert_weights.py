@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from mmseg_vpt.models.convert import (FORMATS, ConversionInfo,  # noqa: E402
                                       convert_to_mmseg, load_checkpoint_file)
+from mmseg_vpt.utils.checkpoints import check_checkpoint_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     info = ConversionInfo(log=False)
     try:
+        check_checkpoint_file(args.src, 'argument SRC')
         state_dict = load_checkpoint_file(
             args.src, allow_pickle=not args.weights_only, info=info)
         converted, fmt = convert_to_mmseg(state_dict, args.format, info=info)
