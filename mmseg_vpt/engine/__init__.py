@@ -1,10 +1,11 @@
-"""Runner extensions: parameter-count logging, tuned-only checkpoints and
-CPU-capable AMP."""
+"""Runner extensions: parameter-count logging, tuned-only checkpoints,
+CPU-capable AMP and data checks."""
 from .checkpoint_hook import TunedCheckpointHook
+from .data_checks import SegDataCheckHook
 from .hooks import TrainableParamsHook, count_parameters
 from .optim_wrapper import BFloat16OptimWrapper
 
 __all__ = [
     'TrainableParamsHook', 'TunedCheckpointHook', 'count_parameters',
-    'BFloat16OptimWrapper'
+    'BFloat16OptimWrapper', 'SegDataCheckHook'
 ]

@@ -1,7 +1,9 @@
 # ADE20K (SceneParsing, 150 classes), 512x512 crops: mmseg 1.x's
 # datasets/ade20k.py. Label 0 ("other") becomes 255 (ignored) through
 # reduce_zero_label; labels 1..150 become classes 0..149.
-dataset_type = 'ADE20KDataset'
+# CheckedADE20KDataset is mmseg's ADE20KDataset plus errors that name the
+# folder or file (missing/empty split folders, unpaired or unreadable files).
+dataset_type = 'CheckedADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 train_pipeline = [

@@ -1,8 +1,8 @@
 # The synthetic ADE20K-layout dataset written by
 #   python tools/dataset_converters/make_synthetic_ade20k.py \
 #       data/synthetic_ade20k
-# (128x128 images, 8 classes in use), read by mmseg's ADE20KDataset exactly
-# like the real one. The pipeline is datasets/ade20k.py's scaled down by 4
+# (128x128 images, 8 classes in use), read exactly like the real one. The
+# pipeline is datasets/ade20k.py's scaled down by 4
 # (64x64 crops, 512x128 instead of 2048x512) minus PhotoMetricDistortion.
 _base_ = ['./ade20k.py']
 data_root = 'data/synthetic_ade20k/ADEChallengeData2016'
