@@ -142,6 +142,44 @@ def test_model_with_fewer_classes_than_the_dataset_bounds_the_labels(
             'model.auxiliary_head.0.num_classes (150)') in str(err.value)
 
 
+def test_reduce_zero_label_is_one_switch_and_the_check_follows_it(case):
+    """With the dataset's reduce_zero_label=False (data whose label 0 is a
+    class) a stored 0 is class 0 and a stored 150 is out of range; no
+    pipeline entry has to change with it."""
+    _write_labels(case, _ann('validation', 1), fill=0, top_rows=0)
+    labels = cv2.imread(str(case / _ann('validation', 1)),
+                        cv2.IMREAD_UNCHANGED)
+    labels[:3] = 150
+    cv2.imwrite(str(case / _ann('validation', 1)), labels)
+    cfg = Config.fromfile(REPO / VIT_DEMO)
+    cfg.merge_from_dict({'val_dataloader.dataset.reduce_zero_label': False})
+    with pytest.raises(ValueError) as err:
+        _check_val_batch(cfg, case)
+    assert str(err.value).startswith(
+        f"The annotation '{case / _ann('validation', 1)}' has label values "
+        'outside [0, 150) that are not the ignore index 255: 150 (as '
+        'stored in the file). num_classes = 150')
+
+
+def test_test_time_augmentation_batches_are_checked_too(case):
+    """tools/test.py --tta batches hold one list of samples per image."""
+    from mmseg.registry import MODELS
+
+    from mmseg_vpt.engine.data_checks import SegDataCheckHook
+    _write_labels(case, _ann('validation', 1), fill=1, top_rows=4)
+    cfg = Config.fromfile(REPO / VIT_DEMO)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    dataset = _dataset(cfg, case, 'test')
+    batch = pseudo_collate([dataset[0]])
+    assert isinstance(batch['data_samples'][0], (list, tuple))
+    runner = SimpleNamespace(model=MODELS.build(cfg.model),
+                             test_dataloader=SimpleNamespace(dataset=dataset))
+    with pytest.raises(ValueError, match=(
+            "has label values outside \\[0, 150\\) that are not the ignore "
+            'index 255: 150 \\(stored in the file as 151;')):
+        SegDataCheckHook().before_test_iter(runner, 0, batch)
+
+
 def test_stored_values_map_like_mmseg_load_annotations(tmp_path):
     """The error's "stored in the file as" values come from mmseg's own
     label mapping."""
@@ -206,10 +244,12 @@ def test_16_bit_annotation_above_255_is_an_error_not_a_wrapped_label(
     ann = case / _ann('validation', 1)
     labels = cv2.imread(str(ann), cv2.IMREAD_UNCHANGED).astype(np.uint16)
     labels[:4] = 300
+    labels[-4:] = 0
     cv2.imwrite(str(ann), labels)
     with pytest.raises(ValueError, match=(
-            f"The annotation '{ann}' holds values up to 300 .*mode "
-            r"'I;16'.*\(300 would become 44\)")):
+            f"The annotation '{ann}' holds values from 0 to 300 "
+            r"\(Pillow mode 'I;16'\), but mmseg reads annotations as 8-bit: "
+            r'values outside 0..255 wrap around \(300 would become 44\)')):
         _check_val_batch(Config.fromfile(REPO / VIT_DEMO), case)
 
 

@@ -68,7 +68,10 @@ def check_split_folder(folder: str, what: str, key: str, data_root: str,
     if not fileio.isdir(folder, backend_args=backend_args):
         raise FileNotFoundError(
             f'The {what} folder {folder!r} does not exist ({where}).')
-    if suffix is None or _list_files(folder, suffix, backend_args):
+    if suffix is None or any(
+            fileio.list_dir_or_file(folder, list_dir=False, suffix=suffix,
+                                    recursive=True,
+                                    backend_args=backend_args)):
         return
     others = Counter(osp.splitext(f)[1] or f
                      for f in _list_files(folder, None, backend_args))
@@ -189,8 +192,9 @@ def annotation_file_problem(seg_map_path: str, img_path: str,
 
     * more than one channel (e.g. a colour-coded RGB map), which mmseg
       keeps as an (H, W, 3) "label map";
-    * values above 255 in a 16-bit (or 32-bit) file, which mmseg's cast to
-      ``uint8`` wraps around (300 becomes 44) into valid-looking labels;
+    * values outside 0..255 in a 16-bit (or 32-bit) file, which mmseg's
+      cast to ``uint8`` wraps around (300 becomes 44) into valid-looking
+      labels;
     * JPEG compression, which changes label values at region borders;
     * a size other than its image's ``image_shape`` (as the image was
       decoded).
@@ -206,14 +210,17 @@ def annotation_file_problem(seg_map_path: str, img_path: str,
                     'a single-channel image whose pixel values are class '
                     'indices (convert a colour-coded map to indices '
                     'first).')
-        if mode not in ('1', 'L', 'P'):
-            top = np.asarray(ann).max()
-            if top > 255:
-                return (f'The annotation {seg_map_path!r} holds values up '
-                        f'to {top} (Pillow mode {mode!r}), but mmseg reads '
-                        'annotations as 8-bit: values above 255 wrap around '
-                        f'({top} would become {int(top) % 256}). Store '
-                        'labels 0..255 in an 8-bit PNG.')
+        if mode not in ('1', 'L', 'P'):  # more than 8 bits
+            values = np.asarray(ann)
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high > 255:
+                wrapped = high if high > 255 else low
+                return (f'The annotation {seg_map_path!r} holds values from '
+                        f'{low} to {high} (Pillow mode {mode!r}), but mmseg '
+                        'reads annotations as 8-bit: values outside 0..255 '
+                        f'wrap around ({wrapped} would become '
+                        f'{wrapped % 256}). Store labels 0..255 in an 8-bit '
+                        'PNG.')
     if fmt == 'JPEG':
         return (f'The annotation {seg_map_path!r} is JPEG-compressed; '
                 'lossy compression changes label values at region borders. '
@@ -233,7 +240,6 @@ def map_raw_labels(raw: np.ndarray, reduce_zero_label: bool,
     ``v`` becomes ``v - 1`` (so 255 stays 255); then ``label_map``."""
     labels = np.asarray(raw).astype(np.uint8)
     if reduce_zero_label:
-        labels = labels.copy()
         labels[labels == 0] = 255
         labels = labels - 1
         labels[labels == 254] = 255

@@ -37,8 +37,8 @@ class SegDataCheckHook(Hook):
       without a word. Values are checked after the dataset's label mapping
       (``reduce_zero_label``, ``label_map``), as the model sees them; the
       error gives them as stored in the file too.
-    * **The annotation file** (local files, once each): one channel, no
-      value above 255, not JPEG-compressed, and the size of its image (mmseg
+    * **The annotation file** (local files, once each): one channel, values
+      in 0..255, not JPEG-compressed, and the size of its image (mmseg
       trains on a mismatched pair without a word).
 
     Cost: one ``torch.bincount`` per label map; the file check reads only
@@ -108,12 +108,11 @@ def label_range(runner, loader: str) -> Optional[LabelRange]:
     if metainfo.get('classes') is not None:
         counts.append(("the dataset's class count, len(metainfo['classes'])",
                        len(metainfo['classes'])))
-    ignore_index = heads[0][1].ignore_index if heads else 255
     if not counts:
         return None
     return LabelRange(
         num_classes=min(n for _, n in counts),
-        ignore_index=ignore_index,
+        ignore_index=heads[0][1].ignore_index if heads else 255,
         sources=_join([f'{name} ({n})' for name, n in counts], ' and '),
         label_map=metainfo.get('label_map'))
 
@@ -149,8 +148,8 @@ def _label_message(meta: dict, bad: List[int], valid: LabelRange) -> str:
         stored = ' (as stored in the file)'
     else:
         raw = _stored_values(path, bad, reduce_zero_label, valid.label_map)
-        stored = (f' (stored in the file as {_join(raw)}' if raw else
-                  ' (') + f"; the dataset's {' and '.join(mappings)})"
+        stored = (f' (stored in the file as {_join(raw)}; ' if raw else
+                  ' (') + f"the dataset's {' and '.join(mappings)})"
     return (f'The annotation {path!r} has label values outside '
             f'[0, {valid.num_classes}){ignored}: {_join(bad)}{stored}. '
             f'num_classes = {valid.num_classes} is the smallest of '
