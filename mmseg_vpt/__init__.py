@@ -1,13 +1,14 @@
 """Visual Prompt Tuning (VPT) for mmsegmentation.
 
-Importing this package registers its backbones and hooks in mmseg's
-registries, so configs only need
+Importing this package registers its backbones, hooks and dataset in
+mmseg's registries, so configs only need
 ``custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)``.
 """
 from . import engine, models  # noqa: F401  (registers modules)
 # mmengine's local checkpoint loader, replaced by one whose errors name the
 # file (load_from, --resume, mmseg's init_model...)
 from .utils import checkpoints  # noqa: F401
+from .datasets import checked_ade20k  # noqa: F401  (registers the dataset)
 from .version import __version__
 
 __all__ = ['__version__']

@@ -39,6 +39,11 @@ custom_hooks = [
     dict(type='TrainableParamsHook'),
     dict(type='TunedCheckpointHook', check_base_hash=True),
 ]
+# SegDataCheckHook stops on a bad annotation, naming the file: label values
+# outside [0, num_classes) other than the ignore index (after
+# reduce_zero_label), an annotation whose size differs from its image's, or
+# one with several channels or values above 255.
+custom_hooks.append(dict(type='SegDataCheckHook'))
 
 # used by tools/test.py --tta
 tta_model = dict(type='SegTTAModel')

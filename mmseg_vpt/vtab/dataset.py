@@ -10,7 +10,8 @@ community shares for VTAB-1k::
 
 Each list line is ``relative/image/path label`` (path relative to the task
 folder, label an integer in ``[0, num_classes)``). Problems in a list file
-are reported with the file and line number.
+are reported with the file and line number; an image that cannot be read
+(missing, empty or undecodable) is reported by its path.
 """
 import os.path as osp
 from typing import List, Optional, Tuple
@@ -18,6 +19,7 @@ from typing import List, Optional, Tuple
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
+from ..datasets.checks import NameUnreadableFiles
 from .tasks import FOLDER_ALIASES, SPLITS, TASKS
 
 
@@ -90,7 +92,7 @@ def resolve_task_dir(data_root: str, task: str) -> str:
 
 
 @DATASETS.register_module()
-class VTABDataset(BaseDataset):
+class VTABDataset(NameUnreadableFiles, BaseDataset):
     """One split of a VTAB-1k task.
 
     Args:

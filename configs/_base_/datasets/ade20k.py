@@ -1,12 +1,17 @@
 # ADE20K (SceneParsing, 150 classes), 512x512 crops: mmseg 1.x's
 # datasets/ade20k.py. Label 0 ("other") becomes 255 (ignored) through
-# reduce_zero_label; labels 1..150 become classes 0..149.
-dataset_type = 'ADE20KDataset'
+# reduce_zero_label; labels 1..150 become classes 0..149. The dataset's
+# reduce_zero_label (True for ADE20K) is the only switch: LoadAnnotations
+# takes it from the dataset (mmseg's config repeats it there, and a
+# mismatch between the two is an assertion error).
+# CheckedADE20KDataset is mmseg's ADE20KDataset plus errors that name the
+# folder or file (missing/empty split folders, unpaired or unreadable files).
+dataset_type = 'CheckedADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -22,7 +27,7 @@ test_pipeline = [
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     # annotations are loaded after Resize: predictions are resized back to
     # the original image, so the ground truth stays at full resolution
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 # multi-scale + flip testing (tools/test.py --tta), the paper's "ms" column
@@ -40,7 +45,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ],
-            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='LoadAnnotations')],
             [dict(type='PackSegInputs')]
         ])
 ]

@@ -1,15 +1,15 @@
 # The synthetic ADE20K-layout dataset written by
 #   python tools/dataset_converters/make_synthetic_ade20k.py \
 #       data/synthetic_ade20k
-# (128x128 images, 8 classes in use), read by mmseg's ADE20KDataset exactly
-# like the real one. The pipeline is datasets/ade20k.py's scaled down by 4
+# (128x128 images, 8 classes in use), read exactly like the real one. The
+# pipeline is datasets/ade20k.py's scaled down by 4
 # (64x64 crops, 512x128 instead of 2048x512) minus PhotoMetricDistortion.
 _base_ = ['./ade20k.py']
 data_root = 'data/synthetic_ade20k/ADEChallengeData2016'
 crop_size = (64, 64)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(512, 128),
@@ -24,7 +24,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(512, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(
