@@ -15,6 +15,7 @@ from mmengine.analysis import get_model_complexity_info
 from mmpretrain.models.peft.lora import LoRALinear
 from torch.nn.utils import parametrize
 
+from mmseg_vpt.analysis import PromptAttentionRecorder
 from mmseg_vpt.models import VPTSwinTransformer, VPTVisionTransformer
 
 from .tools_helpers import PYTHON, REPO, run
@@ -229,6 +230,38 @@ def test_vit_in_projection_takes_a_parametrization_on_both_paths(fused):
             d.up.normal_(0, 0.5)
         out = model(x)
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(out, base))
+
+
+@pytest.mark.parametrize('backbone', ['vit', 'swin'])
+def test_prompt_attention_maps_follow_a_wrapped_qkv_projection(backbone):
+    """The recorder asks the attention modules for their probabilities, so
+    a LoRA update of the qkv projection (Swin: LoRALinear on ``qkv``; ViT:
+    a parametrization of ``in_proj_weight``) shows in the maps."""
+    model = build(backbone, 3, fused=True)
+    x = torch.randn(2, 3, *SIZE)
+
+    def image_to_prompt():
+        with PromptAttentionRecorder(model, [0]) as rec, torch.no_grad():
+            model(x)
+        return rec.maps()[0].image_to_prompt
+
+    base = image_to_prompt()
+    if backbone == 'swin':
+        add_lora(model, LORA_TARGETS['swin'])
+        ups = [m.lora_up.weight for m in model.modules()
+               if isinstance(m, LoRALinear)]
+    else:
+        ups = []
+        for layer in model.layers:
+            mha = layer.attn.attn
+            delta = LowRankDelta(*mha.in_proj_weight.shape)
+            parametrize.register_parametrization(mha, 'in_proj_weight', delta)
+            ups.append(delta.up)
+    assert torch.equal(image_to_prompt(), base)
+    with torch.no_grad():
+        for up in ups:
+            up.normal_(0, 0.5)
+    assert (image_to_prompt() - base).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize('backbone', ['vit', 'swin'])

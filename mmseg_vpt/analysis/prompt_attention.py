@@ -6,9 +6,9 @@ pre-hooks that only read, what each selected layer's attention module is
 given: the input of the ViT layer's ``nn.MultiheadAttention``; the windows,
 shift mask and prompts of the Swin block's ``WindowMSA``, and its token
 grid. :meth:`~PromptAttentionRecorder.maps` then has those modules compute
-their attention probabilities (torch's ``nn.MultiheadAttention`` with
-``need_weights=True``; ``VPTWindowMSA.attention_probs``, the code of its own
-forward) and reduces them to two maps over the image tokens:
+their attention probabilities (``attention_probs`` of
+``SDPAMultiheadAttention`` and ``VPTWindowMSA``, from the projections of
+their own forward) and reduces them to two maps over the image tokens:
 
 * ``image_to_prompt``: for every image token, the attention it pays to the
   prompts (summed over prompts, averaged over heads), i.e. the share of its
@@ -183,10 +183,11 @@ def _vit_maps(backbone, mha, index, query, hw, keep_probs) -> LayerAttention:
         raise RuntimeError(f'layer {index}: {N} tokens for a {H}x{W} grid')
     if P == 0:
         return LayerAttention(index, 0, hw, None, None)
-    # torch's own attention, per head; ``forward``, not ``__call__``: the
-    # recorder's hook must not record this call
-    _, probs = mha.forward(query, query, query, need_weights=True,
-                           average_attn_weights=False)
+    if not hasattr(mha, 'attention_probs'):
+        raise TypeError(f'layer {index}: the attention module is a '
+                        f'{type(mha).__name__}, which cannot give its '
+                        'attention probabilities (attention_probs)')
+    probs = mha.attention_probs(query)
     img = slice(prefix + P, N)
     prm = slice(prefix, prefix + P)
     to_prompt = probs[:, :, img, prm].sum(-1).mean(1)

@@ -125,7 +125,9 @@ class VPTWindowMSA(WindowMSA):
         d = C // heads
         qkv = self.qkv(x).reshape(BnW, N, 3, heads, d)
         P = pad = 0
-        if prompts is not None:
+        if prompts is None:
+            q, k, v = qkv.unbind(2)
+        else:
             B, P = prompts.shape[:2]
             # Prompts are the same in every window of a sample: project them
             # once (a contiguous 2-D input: a 3-D strided one makes F.linear
@@ -135,15 +137,15 @@ class VPTWindowMSA(WindowMSA):
                 B, 1, P, 3, heads, d).expand(B, BnW // B, P, 3, heads,
                                              d).reshape(BnW, P, 3, heads, d)
             pad = -(P + N) % KEY_ALIGN if align else 0
-            parts = [prompt_qkv, qkv]
+            kv = [prompt_qkv[:, :, 1:], qkv[:, :, 1:]]
             if pad:
-                parts.insert(0, qkv.new_zeros(()).expand(BnW, pad, 3, heads,
-                                                         d))
-            # one copy: q and the window tokens' k, v are views of it, so
-            # nothing else of the projection outlives this call
-            qkv = torch.cat(parts, dim=1)
-        q = qkv[:, pad + P - Pq:, 0].transpose(1, 2)
-        k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+                kv.insert(0, qkv.new_zeros(()).expand(BnW, pad, 2, heads, d))
+            k, v = torch.cat(kv, dim=1).unbind(2)
+            # a copy of its own: attention keeps q for backward, and a view
+            # would keep the whole projection output alive
+            q = torch.cat([prompt_qkv[:, :, 0], qkv[:, :, 0]], dim=1) \
+                if Pq else qkv[:, :, 0].contiguous()
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         Wh, Ww = self.window_size
         bias = self.relative_position_bias_table[
             self.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)

@@ -1,4 +1,12 @@
-"""mmseg's VisionTransformer with VPT prompts."""
+"""mmseg's VisionTransformer with VPT prompts.
+
+The backbone splices prompts into the token sequence between layers and
+calls mmseg's layers as they are; only the classes of each layer's attention
+modules are switched (mmcv's ``MultiheadAttention`` and the torch
+``nn.MultiheadAttention`` inside it), for the fused path. Every module is
+called through ``__call__``, so forward hooks fire and swapped submodules
+take effect; parameter names and checkpoints are mmseg's.
+"""
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -49,14 +57,27 @@ class SDPAMultiheadAttention(nn.MultiheadAttention):
                                    average_attn_weights, is_causal)
         x = query if self.batch_first else query.transpose(0, 1)
         B, N, C = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads,
-                              C // self.num_heads).permute(2, 0, 3, 1,
-                                                           4).unbind(0)
+        q, k, v = self._in_projection(x)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(B, N, C))
         return (out if self.batch_first else out.transpose(0, 1)), None
+
+    @torch.no_grad()
+    def attention_probs(self, query: torch.Tensor) -> torch.Tensor:
+        """The softmax attention (B, heads, N, N) of self-attention on
+        ``query`` (laid out as :meth:`forward` takes it)."""
+        x = query if self.batch_first else query.transpose(0, 1)
+        q, k, _ = self._in_projection(x)
+        return ((q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)).softmax(-1)
+
+    def _in_projection(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """q, k, v (B, heads, N, d) of batch-first ``x`` (B, N, C)."""
+        B, N, C = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return qkv.reshape(B, N, 3, self.num_heads,
+                           C // self.num_heads).permute(2, 0, 3, 1,
+                                                        4).unbind(0)
 
 
 class FusedMultiheadAttention(MultiheadAttention):
