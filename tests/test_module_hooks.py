@@ -198,6 +198,30 @@ def test_vit_plain_path_refuses_a_swapped_out_proj_instead_of_ignoring_it():
     model(torch.randn(1, 3, *SIZE))
 
 
+def test_vit_takes_a_swapped_attention_module_and_recorder_names_it():
+    """torch's own nn.MultiheadAttention (same weights) swapped in for the
+    VPT one runs on the fused path (as torch's attention without weights);
+    the prompt-attention recorder, which needs ``attention_probs``, says
+    which module it cannot read."""
+    model = build('vit', 3, fused=True)
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        base = model(x)
+        for layer in model.layers:
+            vpt_mha = layer.attn.attn
+            mha = nn.MultiheadAttention(vpt_mha.embed_dim, vpt_mha.num_heads)
+            mha.load_state_dict(vpt_mha.state_dict())
+            layer.attn.attn = mha.eval()
+        for a, b in zip(model(x), base):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with PromptAttentionRecorder(model, [1]) as rec, torch.no_grad():
+        model(x)
+    with pytest.raises(TypeError, match='layer 1: the attention module is a '
+                       'MultiheadAttention, which cannot give its attention '
+                       r'probabilities \(attention_probs\)'):
+        rec.maps()
+
+
 class LowRankDelta(nn.Module):
     """W -> W + up @ down: a LoRA update as a parametrization."""
 
