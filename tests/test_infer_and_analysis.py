@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from PIL import Image
 
-from mmseg_vpt.analysis import (PromptAttentionRecorder,
-                                swin_attention_probs)
+from mmseg_vpt.analysis import PromptAttentionRecorder
 from mmseg_vpt.apis import (CheckpointMismatchError, CheckpointReadError,
                             ImageReadError, find_images, inference,
                             init_segmentor, save_prediction)
@@ -100,7 +99,8 @@ def test_vit_attention_hooks_leave_outputs_bit_identical(kwargs):
     assert_outputs_equal(plain, hooked)
     assert_outputs_equal(plain, after)
     maps = rec.maps()
-    assert not any(m._forward_hooks for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks
+                   for m in model.modules())
     prompted = [m.layer for m in maps if m.num_prompts]
     expected = {'deep': [0, 1, 2, 3], 'shallow': [0, 1, 2, 3],
                 'layers_1_2': [1, 2, 3]}
@@ -169,18 +169,19 @@ def test_vit_recomputed_attention_reproduces_the_layer_output(kwargs):
                                    rtol=1e-5)
 
 
-def _swin_block_from_probs(block, xin, probs, geo, P, hw):
-    """A Swin block's output computed from given attention probabilities."""
+def _swin_block_from_probs(block, xin, probs, P, hw):
+    """A Swin block's output computed from given attention probabilities,
+    with mmseg's padding, cyclic shift and window partition written out."""
     w_msa = block.attn.w_msa
     B, L, C = xin.shape
     H, W = hw
-    ws, shift, nW = geo['ws'], geo['shift'], geo['nW']
+    ws, shift = block.attn.window_size, block.attn.shift_size
+    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    nW = (Hp // ws) * (Wp // ws)
     x = block.norm1(xin)
-    tokens = F.pad(x[:, P:].reshape(B, H, W, C),
-                   (0, 0, 0, geo['W_pad'] - W, 0, geo['H_pad'] - H))
+    tokens = F.pad(x[:, P:].reshape(B, H, W, C), (0, 0, 0, Wp - W, 0, Hp - H))
     if shift:
         tokens = torch.roll(tokens, (-shift, -shift), (1, 2))
-    Hp, Wp = geo['H_pad'], geo['W_pad']
     win = tokens.view(B, Hp // ws, ws, Wp // ws, ws, C).permute(
         0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
     heads = w_msa.num_heads
@@ -214,13 +215,11 @@ def test_swin_recomputed_window_attention_reproduces_the_block_output(
         model(x)
     taps.remove()
     bl = blocks(model)
-    for m in rec.maps():
+    for m in rec.maps(keep_probs=True):
         xin = taps.inputs[m.layer]
-        probs, geo = swin_attention_probs(bl[m.layer], bl[m.layer].norm1(xin),
-                                          m.hw, m.num_prompts)
-        assert (geo['shift'] > 0) == (m.layer % 2 == 1)
+        assert (bl[m.layer].attn.shift_size > 0) == (m.layer % 2 == 1)
         with torch.no_grad():
-            y = _swin_block_from_probs(bl[m.layer], xin, probs, geo,
+            y = _swin_block_from_probs(bl[m.layer], xin, m.probs,
                                        m.num_prompts, m.hw)
         if m.layer == 0:  # block 1 is in the same stage
             nxt = taps.inputs[1]

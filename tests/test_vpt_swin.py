@@ -10,9 +10,6 @@ import torch.nn as nn
 from mmseg.models.backbones import SwinTransformer
 
 from mmseg_vpt.models import VPTSwinTransformer
-from mmseg_vpt.models.backbones.vpt_swin import (prompted_block,
-                                                 prompted_merge,
-                                                 shifted_window_attention)
 
 from .vpt_helpers import (Taps, assert_outputs_equal, build_segmentor,
                           check_frozen_training, prompt_only_loss_ratio,
@@ -114,16 +111,22 @@ def test_prompts_are_a_parameter_list_per_stage_and_only_they_miss_in_parent(
                                              (1, 64, 4, 4)]
 
 
-@pytest.mark.parametrize('layers', ['deep', 'shallow'])
-def test_stage_outputs_are_normed_image_tokens_without_prompts(layers):
-    model = make_vpt(prompt_length=P, prompt_layers=layers, fused_attn=False)
+@pytest.mark.parametrize('fused', [False, True])
+@pytest.mark.parametrize('layers, kept', [('deep', [0, 0, 0]),
+                                          ('shallow', [P, P, 0])])
+def test_stage_outputs_are_normed_image_tokens_without_prompts(
+        layers, kept, fused):
+    """The last block of a stage computes its prompt outputs only when the
+    next stage uses them (not when fresh prompts replace them, and never in
+    the last stage)."""
+    model = make_vpt(prompt_length=P, prompt_layers=layers, fused_attn=fused)
     last = [stage.blocks[-1].ffn for stage in model.stages]
     with Taps(last) as t, torch.no_grad():
         feats = model(torch.randn(2, 3, 56, 72))
     for i, (hw, c) in enumerate(zip([(14, 18), (7, 9), (4, 5)], DIMS)):
-        assert t.outputs[i].shape == (2, P + hw[0] * hw[1], c)
+        assert t.outputs[i].shape == (2, kept[i] + hw[0] * hw[1], c)
         with torch.no_grad():
-            tokens = getattr(model, f'norm{i}')(t.outputs[i][:, P:])
+            tokens = getattr(model, f'norm{i}')(t.outputs[i][:, kept[i]:])
         assert torch.equal(feats[i],
                            tokens.view(2, *hw, c).permute(0, 3, 1, 2))
 
@@ -245,26 +248,29 @@ def test_naive_reference_without_prompts_matches_mmseg_swin_block(
 
 @pytest.mark.parametrize('hw', [(8, 8), (6, 10)], ids=['8x8', 'padded_6x10'])
 @pytest.mark.parametrize('shifted', [False, True], ids=['plain', 'shifted'])
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'mmseg_ops'])
 def test_prompted_block_matches_naive_window_prompt_reference(
-        stage0_blocks, shifted, hw):
+        stage0_blocks, shifted, hw, fused):
     block = stage0_blocks[int(shifted)]
+    block.attn.w_msa.fused_attn = fused
     # samples with different prompts, as after a shallow block
     x = torch.randn(2, P + hw[0] * hw[1], 16)
     with torch.no_grad():
         ref_out, (ref_tokens, ref_prompts) = naive_prompted_block(
             block, x, hw, P)
         xn = block.norm1(x)
-        tokens, prompts = shifted_window_attention(block.attn, xn[:, P:], hw,
-                                                   xn[:, :P])
-        out = prompted_block(block, x, hw, P)
-    assert torch.allclose(tokens, ref_tokens, atol=1e-5, rtol=0)
-    assert torch.allclose(prompts, ref_prompts, atol=1e-5, rtol=0)
+        attn = block.attn(xn, hw)
+        out = block(x, hw)
+        # prompt outputs skipped: the same image tokens
+        skipped = block(x, hw, prompt_outputs=False)
+    assert torch.allclose(attn[:, P:], ref_tokens, atol=1e-5, rtol=0)
+    assert torch.allclose(attn[:, :P], ref_prompts, atol=1e-5, rtol=0)
     assert torch.allclose(out, ref_out, atol=1e-5, rtol=0)
+    assert torch.allclose(skipped, ref_out[:, P:], atol=1e-5, rtol=0)
     # the prompts matter: without them the image tokens come out different
     with torch.no_grad():
-        no_prompt_tokens, _ = shifted_window_attention(
-            block.attn, xn[:, P:], hw, None)
-    assert (no_prompt_tokens - tokens).abs().max() > 1e-3
+        no_prompt_tokens = block.attn(xn[:, P:], hw)
+    assert (no_prompt_tokens - attn[:, P:]).abs().max() > 1e-3
 
 
 # ---------------------------------------------------------------------------
@@ -277,8 +283,7 @@ def test_prompted_merge_equals_patch_merging_a_map_filled_with_the_prompt():
     prompts = torch.randn(B, P, C)
     tokens = torch.randn(B, H * W, C)
     with torch.no_grad():
-        out, out_hw = prompted_merge(merge, torch.cat([prompts, tokens], 1),
-                                     (H, W), P)
+        out, out_hw = merge(torch.cat([prompts, tokens], 1), (H, W))
         assert out_hw == (2, 3)
         assert out.shape == (B, P + 6, 2 * C)
         # image tokens: exactly mmseg's PatchMerging
@@ -308,12 +313,13 @@ def test_prompts_are_merged_into_next_stage_unless_its_first_block_is_fresh():
         stage0_out = t.outputs[0]  # last block of stage 0
         stage1_in_normed = t.outputs[1]
         with torch.no_grad():
-            merged, _ = prompted_merge(model.stages[0].downsample,
-                                       stage0_out, (16, 16), P)
+            merged, _ = model.stages[0].downsample(stage0_out, (16, 16))
             if layers == 'deep':
+                # the prompt outputs were not even computed
+                assert stage0_out.shape[1] == 16 * 16
                 expected = torch.cat([
-                    model.prompt_embeddings[1][0].expand(2, P, 32),
-                    merged[:, P:]], 1)
+                    model.prompt_embeddings[1][0].expand(2, P, 32), merged],
+                    1)
             else:
                 expected = merged
             assert torch.equal(s1.norm1(expected), stage1_in_normed)

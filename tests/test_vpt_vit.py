@@ -184,6 +184,8 @@ def test_layer_list_prompts_listed_layers_and_carries_in_between():
     parent), layer 1 fresh, layer 2 carries layer 1's prompt outputs, layer 3
     fresh."""
     parent = make_parent()
+    # frozen like the model: torch's matmul picks its kernel by requires_grad
+    parent.requires_grad_(False)
     model = make_vpt(parent, prompt_length=P, prompt_layers=[3, 1],
                      fused_attn=False)
     assert model.prompt_layers == [1, 3]

@@ -2,12 +2,13 @@
 
 For a VPT backbone (``VPTVisionTransformer`` or ``VPTSwinTransformer``) and
 a set of layers, :class:`PromptAttentionRecorder` captures, with forward
-hooks that only read, each selected layer's attention input (the output of
-the layer's first norm) and the token grid. :meth:`~PromptAttentionRecorder
-.maps` then recomputes that layer's attention probabilities from the
-layer's own modules (its qkv projection, scale and, for Swin, relative
-position bias, cyclic shift and shift mask) and reduces them to two maps
-over the image tokens:
+pre-hooks that only read, what each selected layer's attention module is
+given: the input of the ViT layer's ``nn.MultiheadAttention``; the windows,
+shift mask and prompts of the Swin block's ``WindowMSA``, and its token
+grid. :meth:`~PromptAttentionRecorder.maps` then has those modules compute
+their attention probabilities (``attention_probs`` of
+``SDPAMultiheadAttention`` and ``VPTWindowMSA``, from the projections of
+their own forward) and reduces them to two maps over the image tokens:
 
 * ``image_to_prompt``: for every image token, the attention it pays to the
   prompts (summed over prompts, averaged over heads), i.e. the share of its
@@ -19,18 +20,15 @@ over the image tokens:
   windows are assembled back into the feature map (shift undone).
 
 Nothing is patched: the model computes exactly what it computes without the
-recorder (tested bit for bit), and the backbones' own forward code is not
-involved in the recomputation, only their parameters and, for Swin, mmseg's
-window partition / reverse and the shift mask builder.
+recorder (tested bit for bit).
 """
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from ..models.backbones.vpt_swin import shift_window_mask
 
 HW = Tuple[int, int]
 
@@ -56,16 +54,19 @@ def _backbone_kind(backbone: nn.Module) -> str:
                     'nor a Swin (stages) backbone')
 
 
-def _blocks(backbone: nn.Module) -> List[Tuple[nn.Module, int]]:
-    """(layer module, stage index), in execution order."""
+def _blocks(backbone: nn.Module) -> List[nn.Module]:
+    """The layer modules, in execution order."""
     if _backbone_kind(backbone) == 'vit':
-        return [(layer, 0) for layer in backbone.layers]
-    return [(block, s) for s, stage in enumerate(backbone.stages)
-            for block in stage.blocks]
+        return list(backbone.layers)
+    return [block for stage in backbone.stages for block in stage.blocks]
 
 
 def num_layers(backbone: nn.Module) -> int:
     return len(_blocks(backbone))
+
+
+def _detach(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 class PromptAttentionRecorder:
@@ -96,37 +97,52 @@ class PromptAttentionRecorder:
         self.layers = sorted({i % n for i in layers})
         self._blocks = blocks
         self._handles: List = []
-        self.inputs: Dict[int, torch.Tensor] = {}
-        self.stage_hw: Dict[int, HW] = {}
+        # layer -> the attention module's arguments (detached)
+        self.inputs: Dict[int, dict] = {}
+        self.hw: Dict[int, HW] = {}
 
     # -- hooks (read only) --------------------------------------------------
-    def _norm_hook(self, layer: int):
-        def hook(module, args, output):
-            self.inputs[layer] = output.detach()
+    def _record(self, layer: int, names: Sequence[str]):
+        """A pre-hook storing the call's arguments ``names``."""
+        def hook(module, args, kwargs):
+            bound = dict(zip(names, args), **kwargs)
+            self.inputs[layer] = {k: _detach(bound.get(k)) for k in names}
         return hook
 
-    def _hw_hook(self, stage: int):
-        def hook(module, args, output):
-            self.stage_hw[stage] = tuple(int(s) for s in output[1])
+    def _record_hw(self, layer: int):
+        """A pre-hook storing the ``hw_shape`` of a Swin block's attention.
+        """
+        def hook(module, args, kwargs):
+            hw = args[1] if len(args) > 1 else kwargs['hw_shape']
+            self.hw[layer] = tuple(int(s) for s in hw)
         return hook
+
+    def _record_grid(self, module, args, output) -> None:
+        """The ViT's token grid, from its patch embedding's output."""
+        for i in self.layers:
+            self.hw[i] = tuple(int(s) for s in output[1])
 
     def __enter__(self) -> 'PromptAttentionRecorder':
         self.inputs.clear()
-        self.stage_hw.clear()
-        bb = self.backbone
-        self._handles.append(
-            bb.patch_embed.register_forward_hook(self._hw_hook(0)))
-        if self.kind == 'swin':
-            for s, stage in enumerate(bb.stages):
-                if stage.downsample is not None:
-                    self._handles.append(
-                        stage.downsample.register_forward_hook(
-                            self._hw_hook(s + 1)))
-        for i in self.layers:
-            block = self._blocks[i][0]
-            norm = block.norm1  # ViT: property for ``ln1``
+        self.hw.clear()
+        pre_hooks = []
+        if self.kind == 'vit':
             self._handles.append(
-                norm.register_forward_hook(self._norm_hook(i)))
+                self.backbone.patch_embed.register_forward_hook(
+                    self._record_grid))
+        for i in self.layers:
+            block = self._blocks[i]
+            if self.kind == 'vit':
+                # mmcv's MultiheadAttention wraps torch's, as ``.attn``
+                pre_hooks.append((block.attn.attn,
+                                  self._record(i, ['query'])))
+            else:
+                pre_hooks.append((block.attn, self._record_hw(i)))
+                pre_hooks.append((block.attn.w_msa,
+                                  self._record(i, ['x', 'mask', 'prompts'])))
+        for module, hook in pre_hooks:
+            self._handles.append(
+                module.register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -134,7 +150,7 @@ class PromptAttentionRecorder:
             h.remove()
         self._handles.clear()
 
-    # -- recomputation ------------------------------------------------------
+    # -- maps ---------------------------------------------------------------
     @torch.no_grad()
     def maps(self, keep_probs: bool = False) -> List[LayerAttention]:
         """The maps of every recorded layer (after a forward pass)."""
@@ -143,53 +159,22 @@ class PromptAttentionRecorder:
             raise RuntimeError(
                 f'no attention input recorded for layers {missing}: run the '
                 'backbone inside the recorder (and check that its layers '
-                "call their `norm1`)")
+                'call their attention modules)')
         out = []
         for i in self.layers:
-            block, stage = self._blocks[i]
-            x = self.inputs[i]
-            hw = self.stage_hw[stage]
+            block, hw = self._blocks[i], self.hw[i]
             if self.kind == 'vit':
-                out.append(_vit_maps(self.backbone, block, i, x, hw,
+                out.append(_vit_maps(self.backbone, block.attn.attn, i,
+                                     self.inputs[i]['query'], hw,
                                      keep_probs))
             else:
-                out.append(_swin_maps(block, i, x, hw, keep_probs))
+                out.append(_swin_maps(block.attn, i, self.inputs[i], hw,
+                                      keep_probs))
         return out
 
 
-# --------------------------------------------------------------------------
-# ViT
-# --------------------------------------------------------------------------
-def vit_attention_probs(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Softmax attention (B, heads, N, N) of an mmseg
-    ``TransformerEncoderLayer`` on its normalised input ``x`` (B, N, C),
-    from the layer's own weights."""
-    attn = layer.attn
-    mha = getattr(attn, 'attn', None)
-    B, N, C = x.shape
-    if isinstance(mha, nn.MultiheadAttention):
-        heads = mha.num_heads
-        if mha._qkv_same_embed_dim:
-            qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
-            q, k, _ = qkv.chunk(3, dim=-1)
-        else:
-            bq, bk, _ = (mha.in_proj_bias.chunk(3) if mha.in_proj_bias
-                         is not None else (None, None, None))
-            q = F.linear(x, mha.q_proj_weight, bq)
-            k = F.linear(x, mha.k_proj_weight, bk)
-    elif hasattr(attn, 'qkv') and hasattr(attn, 'num_heads'):
-        heads = attn.num_heads  # timm-style fused qkv
-        q, k, _ = attn.qkv(x).chunk(3, dim=-1)
-    else:
-        raise TypeError(f'cannot read the attention weights of '
-                        f'{type(attn).__name__}')
-    d = C // heads
-    q = q.reshape(B, N, heads, d).transpose(1, 2)
-    k = k.reshape(B, N, heads, d).transpose(1, 2)
-    return torch.softmax((q * d**-0.5) @ k.transpose(-2, -1), dim=-1)
-
-
-def _vit_maps(backbone, layer, index, x, hw, keep_probs) -> LayerAttention:
+def _vit_maps(backbone, mha, index, query, hw, keep_probs) -> LayerAttention:
+    x = query if mha.batch_first else query.transpose(0, 1)
     B, N, _ = x.shape
     H, W = hw
     prefix = int(getattr(backbone, 'with_cls_token', True))
@@ -198,7 +183,11 @@ def _vit_maps(backbone, layer, index, x, hw, keep_probs) -> LayerAttention:
         raise RuntimeError(f'layer {index}: {N} tokens for a {H}x{W} grid')
     if P == 0:
         return LayerAttention(index, 0, hw, None, None)
-    probs = vit_attention_probs(layer, x)
+    if not hasattr(mha, 'attention_probs'):
+        raise TypeError(f'layer {index}: the attention module is a '
+                        f'{type(mha).__name__}, which cannot give its '
+                        'attention probabilities (attention_probs)')
+    probs = mha.attention_probs(query)
     img = slice(prefix + P, N)
     prm = slice(prefix, prefix + P)
     to_prompt = probs[:, :, img, prm].sum(-1).mean(1)
@@ -208,74 +197,25 @@ def _vit_maps(backbone, layer, index, x, hw, keep_probs) -> LayerAttention:
                           probs if keep_probs else None)
 
 
-# --------------------------------------------------------------------------
-# Swin
-# --------------------------------------------------------------------------
-def swin_attention_probs(block: nn.Module, x: torch.Tensor, hw: HW,
-                         num_prompts: int) -> Tuple[torch.Tensor, dict]:
-    """Window attention probabilities of an mmseg ``SwinBlock`` whose
-    normalised input ``x`` is ``[prompts, image tokens]`` (B, P + H*W, C),
-    with the sample's prompts joined to every window (the VPT Swin rule).
-
-    Returns probabilities (B * nW, heads, P + ws*ws, P + ws*ws), windows
-    sample-major, prompts first; and the geometry needed to map windows
-    back (``H_pad``, ``W_pad``, ``ws``, ``shift``).
-    """
-    sw = block.attn
-    w_msa = sw.w_msa
-    ws, shift = sw.window_size, sw.shift_size
-    B, L, C = x.shape
-    H, W = hw
-    P = num_prompts
-    tokens = x[:, P:].reshape(B, H, W, C)
-    pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
-    tokens = F.pad(tokens, (0, 0, 0, pad_r, 0, pad_b))
-    Hp, Wp = tokens.shape[1], tokens.shape[2]
-    if shift > 0:
-        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
-    windows = sw.window_partition(tokens).view(-1, ws * ws, C)
-    BnW, N, _ = windows.shape
-    nW = BnW // B
-    heads = w_msa.num_heads
-    d = C // heads
-    qkv = w_msa.qkv(windows).reshape(BnW, N, 3, heads, d)
-    if P:
-        pq = w_msa.qkv(x[:, :P]).reshape(B, 1, P, 3, heads, d)
-        pq = pq.expand(B, nW, P, 3, heads, d).reshape(BnW, P, 3, heads, d)
-        qkv = torch.cat([pq, qkv], dim=1)
-    T = P + N
-    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    attn = (q * w_msa.scale) @ k.transpose(-2, -1)
-    Wh, Ww = w_msa.window_size
-    bias = w_msa.relative_position_bias_table[
-        w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
-    attn = attn + F.pad(bias.permute(2, 0, 1), (P, 0, P, 0)).unsqueeze(0)
-    if shift > 0:
-        mask = F.pad(shift_window_mask(ws, shift, Hp, Wp, x.device),
-                     (P, 0, P, 0))
-        attn = attn.view(B, nW, heads, T, T) + mask.unsqueeze(1).unsqueeze(0)
-        attn = attn.view(BnW, heads, T, T)
-    geometry = dict(H_pad=Hp, W_pad=Wp, ws=ws, shift=shift, nW=nW)
-    return torch.softmax(attn, dim=-1), geometry
-
-
-def _swin_maps(block, index, x, hw, keep_probs) -> LayerAttention:
-    L = x.shape[1]
-    H, W = hw
-    P = L - H * W
-    if P < 0:
-        raise RuntimeError(f'layer {index}: {L} tokens for a {H}x{W} grid')
-    if P == 0:
+def _swin_maps(shift_msa, index, inputs, hw, keep_probs) -> LayerAttention:
+    prompts = inputs.get('prompts')
+    if prompts is None:
         return LayerAttention(index, 0, hw, None, None)
-    probs, g = swin_attention_probs(block, x, hw, P)
+    B, P = prompts.shape[:2]
+    probs = shift_msa.w_msa.attention_probs(inputs['x'], inputs.get('mask'),
+                                            prompts)
+    nW = probs.shape[0] // B
     to_prompt = probs[:, :, P:, :P].sum(-1).mean(1)  # (B*nW, N)
-    from_prompt = probs[:, :, :P, P:].mean(2).mean(1) / g['nW']
+    from_prompt = probs[:, :, :P, P:].mean(2).mean(1) / nW
+    H, W = hw
+    ws, shift = shift_msa.window_size, shift_msa.shift_size
+    H_pad, W_pad = math.ceil(H / ws) * ws, math.ceil(W / ws) * ws
 
     def to_map(win: torch.Tensor) -> torch.Tensor:
-        m = block.attn.window_reverse(win.view(-1, g['ws'], g['ws'], 1),
-                                      g['H_pad'], g['W_pad']).squeeze(-1)
-        if g['shift'] > 0:
-            m = torch.roll(m, shifts=(g['shift'], g['shift']), dims=(1, 2))
+        m = shift_msa.window_reverse(win.view(-1, ws, ws, 1), H_pad,
+                                     W_pad).squeeze(-1)
+        if shift > 0:
+            m = torch.roll(m, shifts=(shift, shift), dims=(1, 2))
         return m[:, :H, :W]
 
     return LayerAttention(index, P, hw, to_map(to_prompt),

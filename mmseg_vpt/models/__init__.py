@@ -1,3 +1,4 @@
+from . import flops  # noqa: F401  (counts fused attention in get_flops)
 from .backbones import VPTSwinTransformer, VPTVisionTransformer
 from .necks import TokenPooling
 

@@ -12,142 +12,190 @@ Swin attends inside local windows, so prompts need three Swin-specific rules
   merged position and go through the pretrained merging norm and reduction.
 * outputs: image tokens only.
 
-The functions below take mmseg's own modules (``SwinBlock``,
-``ShiftWindowMSA``, ``WindowMSA``, ``PatchMerging``) and reproduce their
-computation with prompts added, so the pretrained parameters keep their names
-and, with no prompts, the results are bit-identical to mmseg's.
+``VPTSwinTransformer`` keeps mmseg's own module instances and switches their
+classes to the subclasses below, whose ``forward`` takes the sequence
+``[prompts, image tokens]``; the prompt count is its length minus H * W. So
+parameter names and checkpoints are unchanged, every module is called
+through ``__call__`` (forward hooks fire, and a swapped submodule, such as a
+LoRA wrapper around ``w_msa.qkv``, takes effect), and without prompts the
+plain path (``fused_attn=False``) is bit-identical to mmseg's.
 """
 import functools
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmseg.models.backbones import SwinTransformer
+from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinBlock,
+                                         SwinBlockSequence, WindowMSA)
+from mmseg.models.utils.embed import PatchMerging
 from mmseg.registry import MODELS
 
 from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
 
 HW = Tuple[int, int]
 
+# Fused CPU attention kernels are much slower when the key count is not a
+# multiple of 16 (measured: 144 + 10 prompt keys take 1.4x the time of 160);
+# the fused path pads prompted windows with masked zero keys up to that.
+KEY_ALIGN = 16
 
-def window_attention(w_msa, windows: torch.Tensor,
-                     prompts: Optional[torch.Tensor],
-                     mask: Optional[torch.Tensor]
-                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """``WindowMSA.forward`` with a sample's prompts joined to each window.
 
-    Args:
-        w_msa (WindowMSA): mmseg's window attention (its weights are used).
-        windows: (B * nW, N, C), sample-major (index b * nW + w), as
-            ``ShiftWindowMSA.window_partition`` produces them.
-        prompts: (B, P, C) or None.
-        mask: (nW, N, N) shift mask or None.
+def num_prompts(x: torch.Tensor, hw_shape: HW) -> int:
+    """Prompts in front of the H * W image tokens of ``x`` (B, L, C)."""
+    P = x.shape[1] - hw_shape[0] * hw_shape[1]
+    if P < 0:
+        raise ValueError(f'{x.shape[1]} tokens cannot hold a '
+                         f'{hw_shape[0]}x{hw_shape[1]} map')
+    return P
 
-    Returns:
-        Window outputs (B * nW, N, C) and prompt outputs (B, P, C) averaged
-        over each sample's windows (None without prompts).
+
+class VPTWindowMSA(WindowMSA):
+    """mmseg's ``WindowMSA``, optionally with a sample's prompts joined to
+    each of its windows.
+
+    ``fused_attn`` (set by the backbone) picks the attention kernel:
+    ``F.scaled_dot_product_attention`` (the softmax and ``attn_drop`` are
+    fused into it), or mmseg's own ops, which without prompts are
+    bit-identical to ``WindowMSA.forward``.
     """
-    BnW, N, C = windows.shape
-    P = 0 if prompts is None else prompts.shape[1]
-    q, k, v = _window_qkv(w_msa, windows, prompts)
-    out = _attend(w_msa, q, k, v, mask)
-    out = out.transpose(1, 2).reshape(BnW, P + N, C)
 
-    prompt_out = None
-    if P:
+    fused_attn = True
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                prompts: Optional[torch.Tensor] = None,
+                prompt_outputs: bool = True
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            x: Windows (B * nW, N, C), sample-major (index b * nW + w), as
+                ``ShiftWindowMSA.window_partition`` makes them.
+            mask: Shift mask (nW, N, N) or None.
+            prompts: (B, P, C) or None.
+            prompt_outputs: Compute the prompts' outputs; False when the
+                caller discards them (the prompts then serve as keys and
+                values only).
+
+        Returns:
+            Window outputs (B * nW, N, C); with prompts and
+            ``prompt_outputs``, also the prompt outputs (B, P, C), each the
+            mean over the sample's windows.
+        """
+        BnW, N, C = x.shape
+        P = 0 if prompts is None else prompts.shape[1]
+        Pq = P if prompt_outputs else 0
+        q, k, v, bias, mask = self._attention_inputs(
+            x, mask, prompts, Pq, align=self.fused_attn)
+        if self.fused_attn:
+            out = self._fused_attention(q, k, v, bias, mask)
+        else:
+            out = self.attn_drop(self.softmax(self._logits(q, k, bias, mask)))
+            out = out @ v
+        tokens = out[:, :, Pq:].transpose(1, 2).reshape(BnW, N, C)
+        tokens = self.proj_drop(self.proj(tokens))
+        if not Pq:
+            return tokens
         # the projection is linear, so averaging first gives the same mean
-        prompt_out = out[:, :P].reshape(prompts.shape[0], -1, P, C).mean(1)
-        prompt_out = w_msa.proj_drop(w_msa.proj(prompt_out))
-        out = out[:, P:]
-    out = w_msa.proj_drop(w_msa.proj(out))
-    return out, prompt_out
+        B, heads = prompts.shape[0], out.shape[1]
+        prompt_out = out[:, :, :Pq].reshape(B, BnW // B, heads, Pq, -1)
+        prompt_out = prompt_out.mean(1).transpose(1, 2).reshape(B, Pq, C)
+        return tokens, self.proj_drop(self.proj(prompt_out))
 
+    @torch.no_grad()
+    def attention_probs(self, x: torch.Tensor,
+                        mask: Optional[torch.Tensor] = None,
+                        prompts: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
+        """The softmax attention of :meth:`forward` (same arguments) with
+        prompt queries: (B * nW, heads, P + N, P + N), prompts first."""
+        P = 0 if prompts is None else prompts.shape[1]
+        q, k, _, bias, mask = self._attention_inputs(x, mask, prompts, P,
+                                                     align=False)
+        return self._logits(q, k, bias, mask).softmax(-1)
 
-def _window_qkv(w_msa, windows: torch.Tensor,
-                prompts: Optional[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
-    """q, k, v of [prompts, window tokens], each (B * nW, heads, P + N, d).
-    """
-    BnW, N, C = windows.shape
-    heads = w_msa.num_heads
-    qkv = w_msa.qkv(windows).reshape(BnW, N, 3, heads, C // heads)
-    if prompts is not None:
-        B, P = prompts.shape[:2]
-        # Prompts are the same in every window of a sample: project them once
-        # and broadcast, keeping windows sample-major so that no window ever
-        # sees another sample's prompts.
-        prompt_qkv = w_msa.qkv(prompts).reshape(B, 1, P, 3, heads, C // heads)
-        prompt_qkv = prompt_qkv.expand(B, BnW // B, P, 3, heads,
-                                       C // heads).reshape(
-                                           BnW, P, 3, heads, C // heads)
-        qkv = torch.cat([prompt_qkv, qkv], dim=1)
-    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    def _attention_inputs(self, x, mask, prompts, Pq: int, align: bool):
+        """q (B * nW, heads, Pq + N, d); k, v (B * nW, heads, S, d) over
+        [key padding, prompts, window tokens]; the relative position bias
+        (heads, Pq + N, S) and shift mask (nW, Pq + N, S), zero for prompts
+        and -inf for padding keys. ``align`` pads prompted windows' keys to
+        a multiple of ``KEY_ALIGN``."""
+        BnW, N, C = x.shape
+        heads = self.num_heads
+        d = C // heads
+        qkv = self.qkv(x).reshape(BnW, N, 3, heads, d)
+        P = pad = 0
+        if prompts is None:
+            q, k, v = qkv.unbind(2)
+        else:
+            B, P = prompts.shape[:2]
+            # Prompts are the same in every window of a sample: project them
+            # once (a contiguous 2-D input: a 3-D strided one makes F.linear
+            # run one small GEMM per row) and broadcast, keeping windows
+            # sample-major so that no window sees another sample's prompts.
+            prompt_qkv = self.qkv(prompts.reshape(B * P, C)).view(
+                B, 1, P, 3, heads, d).expand(B, BnW // B, P, 3, heads,
+                                             d).reshape(BnW, P, 3, heads, d)
+            pad = -(P + N) % KEY_ALIGN if align else 0
+            kv = [prompt_qkv[:, :, 1:], qkv[:, :, 1:]]
+            if pad:
+                kv.insert(0, qkv.new_zeros(()).expand(BnW, pad, 2, heads, d))
+            k, v = torch.cat(kv, dim=1).unbind(2)
+            # a copy of its own: attention keeps q for backward, and a view
+            # would keep the whole projection output alive
+            q = torch.cat([prompt_qkv[:, :, 0], qkv[:, :, 0]], dim=1) \
+                if Pq else qkv[:, :, 0].contiguous()
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        Wh, Ww = self.window_size
+        bias = self.relative_position_bias_table[
+            self.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
+        bias = F.pad(bias.permute(2, 0, 1), (pad + P, 0, Pq, 0))
+        if pad:
+            bias[..., :pad] = float('-inf')
+        if mask is not None:
+            mask = F.pad(mask, (pad + P, 0, Pq, 0))
+        return q, k, v, bias, mask
 
+    def _logits(self, q, k, bias, mask) -> torch.Tensor:
+        """mmseg's ``WindowMSA`` attention logits, op for op."""
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        attn = attn + bias.unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            BnW, heads, L, S = attn.shape
+            attn = attn.view(BnW // nW, nW, heads, L, S) + \
+                mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, heads, L, S)
+        return attn
 
-def _rel_pos_bias(w_msa) -> torch.Tensor:
-    """mmseg's relative position bias of a ``WindowMSA``, (heads, N, N)."""
-    Wh, Ww = w_msa.window_size
-    bias = w_msa.relative_position_bias_table[
-        w_msa.relative_position_index.view(-1)].view(Wh * Ww, Wh * Ww, -1)
-    return bias.permute(2, 0, 1)
+    def _fused_attention(self, q, k, v, bias, mask) -> torch.Tensor:
+        """softmax(q k^T * scale + bias [+ shift mask]) v through
+        ``F.scaled_dot_product_attention``.
 
-
-def _attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Windowed attention with mmseg's relative position bias and shift mask
-    (both zero for prompt rows and columns). q, k, v: (B * nW, heads, T, d)
-    with the P = T - N prompts first; mask: (nW, N, N) or None. Returns
-    (B * nW, heads, T, d)."""
-    BnW, heads, T, d = q.shape
-    bias = _rel_pos_bias(w_msa)
-    P = T - bias.shape[-1]
-    bias = F.pad(bias, (P, 0, P, 0))
-    if mask is not None:
-        mask = F.pad(mask, (P, 0, P, 0))
-    if getattr(w_msa, 'fused_attn', False):
-        return _fused_attend(w_msa, q, k, v, bias, mask)
-    # the plain path: mmseg's WindowMSA, op for op
-    q = q * w_msa.scale
-    attn = q @ k.transpose(-2, -1)
-    attn = attn + bias.unsqueeze(0)
-    if mask is not None:
+        Fused kernels take a 4-D additive mask that broadcasts over the
+        batch. The bias is the same in every window, so unshifted windows
+        pass it as (1, heads, L, S). The shift mask differs per window, so
+        shifted windows fold windows into the head dimension,
+        (B, nW * heads, L, d), and pass (1, nW * heads, L, S):
+        batch-independent, never (B * nW, ...).
+        """
+        BnW, heads, L, d = q.shape
+        S = k.shape[2]
+        drop = self.attn_drop.p if self.attn_drop.training else 0.0
+        if mask is None:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=drop,
+                scale=self.scale)
         nW = mask.shape[0]
-        attn = attn.view(BnW // nW, nW, heads, T, T) + \
-            mask.unsqueeze(1).unsqueeze(0)
-        attn = attn.view(-1, heads, T, T)
-    attn = w_msa.attn_drop(w_msa.softmax(attn))
-    return attn @ v
-
-
-def _fused_attend(w_msa, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  bias: torch.Tensor,
-                  mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """softmax(q k^T * scale + bias [+ shift mask]) v through
-    ``F.scaled_dot_product_attention``; q: (B * nW, heads, L, d), k, v:
-    (B * nW, heads, S, d), bias: (heads, L, S), mask: (nW, L, S) or None.
-
-    Fused kernels take a 4-D additive mask that broadcasts over the batch.
-    The bias is the same in every window, so unshifted windows pass it as
-    (1, heads, L, S). The shift mask differs per window, so shifted windows
-    fold windows into the head dimension, (B, nW * heads, L, d), and pass
-    (1, nW * heads, L, S): batch-independent, never (B * nW, ...).
-    """
-    BnW, heads, L, d = q.shape
-    S = k.shape[2]
-    drop = w_msa.attn_drop.p if w_msa.attn_drop.training else 0.0
-    if mask is None:
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=drop,
-            scale=w_msa.scale)
-    nW = mask.shape[0]
-    B = BnW // nW
-    attn_mask = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(
-        1, nW * heads, L, S)
-    q = q.reshape(B, nW * heads, L, d)
-    k, v = (t.reshape(B, nW * heads, S, d) for t in (k, v))
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=w_msa.scale)
-    return out.view(BnW, heads, L, d)
+        B = BnW // nW
+        attn_mask = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(
+            1, nW * heads, L, S)
+        q = q.reshape(B, nW * heads, L, d)
+        k, v = (t.reshape(B, nW * heads, S, d) for t in (k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
+        return out.view(BnW, heads, L, d)
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,45 +214,6 @@ def shift_window_mask(ws: int, shift: int, H_pad: int, W_pad: int,
         0, 2, 1, 3).reshape(-1, ws * ws)
     mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
-def shifted_window_attention(attn_module, x: torch.Tensor, hw_shape: HW,
-                             prompts: Optional[torch.Tensor]
-                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """``ShiftWindowMSA.forward`` without its final drop-path, with prompts.
-
-    The cyclic shift and padding apply to the image tokens ``x`` (B, H*W, C)
-    only. Returns image outputs (B, H*W, C) and prompt outputs (B, P, C).
-    """
-    B, L, C = x.shape
-    H, W = hw_shape
-    ws, shift = attn_module.window_size, attn_module.shift_size
-    x = x.view(B, H, W, C)
-    pad_r = (ws - W % ws) % ws
-    pad_b = (ws - H % ws) % ws
-    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    H_pad, W_pad = x.shape[1], x.shape[2]
-
-    mask = None
-    if shift > 0:
-        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = shift_window_mask(ws, shift, H_pad, W_pad, x.device)
-
-    windows = attn_module.window_partition(x).view(-1, ws * ws, C)
-    windows, prompts = window_attention(attn_module.w_msa, windows, prompts,
-                                        mask)
-    x = attn_module.window_reverse(windows.view(-1, ws, ws, C), H_pad, W_pad)
-    if shift > 0:
-        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-    if pad_r > 0 or pad_b:
-        x = x[:, :H, :W, :].contiguous()
-    return x.view(B, H * W, C), prompts
-
-
-# Fused CPU attention kernels are much slower when the key count is not a
-# multiple of 16 (measured: 144 + 10 prompt keys take 1.4x the time of 160);
-# the fast path pads prompted windows with masked zero keys up to that.
-KEY_ALIGN = 16
 
 
 class _WindowMaps(NamedTuple):
@@ -252,142 +261,122 @@ def _window_maps(B: int, H: int, W: int, P_in: int, P_out: int, ws: int,
     return _WindowMaps(win.clamp(min=0), pad_rows, scatter, mask)
 
 
-def _fast_attend(w_msa, windows: torch.Tensor,
-                 prompts: Optional[torch.Tensor], prompt_queries: bool,
-                 mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Attention of window tokens (B * nW, N, C), and of the prompts if
-    ``prompt_queries``, over [prompts, window tokens], through
-    ``_fused_attend``. Returns (B * nW, heads, [P +] N, d).
-
-    Queries and keys/values are projected separately (the two row blocks of
-    mmseg's ``qkv`` weight), so that what attention keeps for backward does
-    not hold the whole qkv output alive. Only keys and values of the prompts
-    are joined to each window, and the keys are padded to a multiple of
-    ``KEY_ALIGN`` with zero keys masked to -inf.
-    """
-    BnW, N, C = windows.shape
-    heads = w_msa.num_heads
-    d = C // heads
-    weight, bias = w_msa.qkv.weight, w_msa.qkv.bias
-    q = F.linear(windows, weight[:C], None if bias is None else bias[:C])
-    kv = F.linear(windows, weight[C:], None if bias is None else bias[C:])
-    q, kv = q.view(BnW, N, heads, d), kv.view(BnW, N, 2, heads, d)
-    P = Pq = A = 0
-    if prompts is not None:
-        B, P = prompts.shape[:2]
-        # one projection per sample (a contiguous 2-D input: a 3-D strided
-        # one makes F.linear run one small GEMM per row)
-        prompt_qkv = w_msa.qkv(prompts.reshape(B * P, C)).view(
-            B, 1, P, 3, heads, d).expand(B, BnW // B, P, 3, heads,
-                                         d).reshape(BnW, P, 3, heads, d)
-        A = -(P + N) % KEY_ALIGN
-        pad = [kv.new_zeros(()).expand(BnW, A, 2, heads, d)] if A else []
-        kv = torch.cat(pad + [prompt_qkv[:, :, 1:], kv], dim=1)
-        if prompt_queries:
-            Pq = P
-            q = torch.cat([prompt_qkv[:, :, 0], q], dim=1)
-    bias = F.pad(_rel_pos_bias(w_msa), (A + P, 0, Pq, 0))
-    if A:
-        bias[..., :A] = float('-inf')
-    if mask is not None:
-        mask = F.pad(mask, (A + P, 0, Pq, 0))
-    q, k, v = q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), \
-        kv[:, :, 1].transpose(1, 2)
-    return _fused_attend(w_msa, q, k, v, bias, mask)
-
-
-def fast_window_block_attention(attn_module, x: torch.Tensor, hw_shape: HW,
-                                num_prompts: int,
-                                prompt_outputs: bool = True) -> torch.Tensor:
-    """``shifted_window_attention`` on the normalised sequence ``x`` =
-    [prompts, image tokens] (B, P + H*W, C), returning that layout, or
-    image tokens only (B, H*W, C) if not ``prompt_outputs`` (VPT-deep
-    replaces them in the next block anyway: prompts then only serve as keys
-    and values).
+class VPTShiftWindowMSA(ShiftWindowMSA):
+    """mmseg's ``ShiftWindowMSA`` on ``[prompts, image tokens]``.
 
     Pad, cyclic shift and window partition are one ``index_select`` (and
-    their inverse one more) with cached index maps and shift mask, instead
-    of mmseg's pad / roll / partition / reverse / roll / crop / concatenate
-    copies; attention goes through ``F.scaled_dot_product_attention``. Data
-    movement is exact, so results differ from the plain path by float
-    rounding only.
+    their inverse one more) with cached index maps, instead of mmseg's pad /
+    roll / partition / reverse / roll / crop copies: the same data movement,
+    exactly. The prompts go to ``w_msa`` beside the windows.
     """
-    B, S, C = x.shape
-    P = num_prompts
-    P_out = P if prompt_outputs else 0
-    ws, shift = attn_module.window_size, attn_module.shift_size
-    w_msa = attn_module.w_msa
-    maps = _window_maps(B, hw_shape[0], hw_shape[1], P, P_out, ws, shift,
-                        x.device)
-    windows = x.reshape(B * S, C).index_select(0, maps.gather)
-    if maps.pad_rows is not None:
-        # index_select does not keep its output for backward
-        windows.index_fill_(0, maps.pad_rows, 0.0)
-    windows = windows.view(-1, ws * ws, C)
-    BnW, N, _ = windows.shape
-    out = _fast_attend(w_msa, windows, x[:, :P] if P else None,
-                       P_out > 0, maps.mask)
-    tokens = out[:, :, P_out:].transpose(1, 2).reshape(BnW * N, C)
-    tokens = w_msa.proj_drop(w_msa.proj(tokens))
-    out_seq = tokens.index_select(0, maps.scatter).view(B, P_out + S - P, C)
-    if P_out:
-        heads, d = out.shape[1], out.shape[3]
-        # the projection is linear, so averaging first gives the same mean
-        prompts = out[:, :, :P].reshape(B, BnW // B, heads, P, d).mean(1)
-        prompts = prompts.transpose(1, 2).reshape(B, P, C)
-        out_seq[:, :P] = w_msa.proj_drop(w_msa.proj(prompts))
-    return out_seq
+
+    def forward(self, query: torch.Tensor, hw_shape: HW,
+                prompt_outputs: bool = True) -> torch.Tensor:
+        """``query``: (B, P + H*W, C). Returns that layout, or image tokens
+        only (B, H*W, C) if not ``prompt_outputs`` (VPT-deep replaces them
+        in the next block anyway)."""
+        B, L, C = query.shape
+        H, W = hw_shape
+        P = num_prompts(query, hw_shape)
+        P_out = P if prompt_outputs else 0
+        ws = self.window_size
+        maps = _window_maps(B, H, W, P, P_out, ws, self.shift_size,
+                            query.device)
+        windows = query.reshape(B * L, C).index_select(0, maps.gather)
+        if maps.pad_rows is not None:
+            # index_select does not keep its output for backward
+            windows.index_fill_(0, maps.pad_rows, 0.0)
+        out = self.w_msa(windows.view(-1, ws * ws, C), mask=maps.mask,
+                         prompts=query[:, :P] if P else None,
+                         prompt_outputs=P_out > 0)
+        tokens, prompts = out if P_out else (out, None)
+        x = tokens.reshape(-1, C).index_select(0, maps.scatter)
+        x = x.view(B, P_out + H * W, C)
+        if P_out:
+            x[:, :P] = prompts
+        return self.drop(x)
 
 
-def prompted_block(block, x: torch.Tensor, hw_shape: HW, num_prompts: int,
-                   prompt_outputs: bool = True) -> torch.Tensor:
-    """``SwinBlock.forward`` for ``x`` = [prompts, image tokens].
+class VPTSwinBlock(SwinBlock):
+    """mmseg's ``SwinBlock`` on ``[prompts, image tokens]``."""
 
-    With ``block.attn.w_msa.fused_attn`` set, attention takes the fast path
-    (:func:`fast_window_block_attention`), and ``prompt_outputs=False``
-    returns image tokens only: for a block whose prompt outputs the next
-    block discards, the prompts then serve as keys and values only.
-    """
-    fast = getattr(block.attn.w_msa, 'fused_attn', False)
-    drop_prompts = fast and num_prompts and not prompt_outputs
+    def forward(self, x: torch.Tensor, hw_shape: HW,
+                prompt_outputs: bool = True) -> torch.Tensor:
+        """``prompt_outputs=False`` returns image tokens only: for a block
+        whose prompt outputs the next block replaces."""
+        P = num_prompts(x, hw_shape)
 
-    def inner(x):
-        identity = x[:, num_prompts:] if drop_prompts else x
-        x = block.norm1(x)
-        if fast:
-            tokens = fast_window_block_attention(block.attn, x, hw_shape,
-                                                 num_prompts, prompt_outputs)
-        else:
-            prompts = x[:, :num_prompts] if num_prompts else None
-            tokens, prompts = shifted_window_attention(
-                block.attn, x[:, num_prompts:], hw_shape, prompts)
-            if prompts is not None:
-                tokens = torch.cat([prompts, tokens], dim=1)
-        x = block.attn.drop(tokens) + identity
-        return block.ffn(block.norm2(x), identity=x)
+        def _inner_forward(x):
+            identity = x if prompt_outputs else x[:, P:]
+            x = self.attn(self.norm1(x), hw_shape,
+                          prompt_outputs=prompt_outputs)
+            x = x + identity
+            return self.ffn(self.norm2(x), identity=x)
 
-    if block.with_cp and x.requires_grad:
-        return cp.checkpoint(inner, x, use_reentrant=False)
-    return inner(x)
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
 
 
-def prompted_merge(downsample, x: torch.Tensor, hw_shape: HW,
-                   num_prompts: int) -> Tuple[torch.Tensor, HW]:
-    """``PatchMerging.forward`` for ``x`` = [prompts, image tokens].
+class VPTPatchMerging(PatchMerging):
+    """mmseg's ``PatchMerging`` on ``[prompts, image tokens]``.
 
     A prompt is widened to the merged width by repeating each channel once
     per merged position, matching mmseg's ``nn.Unfold`` channel order
     (index ``c * k + p``), then shares the pretrained norm and reduction.
     """
-    tokens, out_hw = downsample(x[:, num_prompts:], hw_shape)
-    if not num_prompts:
-        return tokens, out_hw
-    kh, kw = downsample.sampler.kernel_size
-    prompts = x[:, :num_prompts].repeat_interleave(kh * kw, dim=-1)
-    if downsample.norm is not None:
-        prompts = downsample.norm(prompts)
-    prompts = downsample.reduction(prompts)
-    return torch.cat([prompts, tokens], dim=1), out_hw
+
+    def forward(self, x: torch.Tensor,
+                input_size: HW) -> Tuple[torch.Tensor, HW]:
+        P = num_prompts(x, input_size)
+        tokens, out_size = super().forward(x[:, P:], input_size)
+        if not P:
+            return tokens, out_size
+        kh, kw = self.sampler.kernel_size
+        prompts = x[:, :P].repeat_interleave(kh * kw, dim=-1)
+        if self.norm is not None:
+            prompts = self.norm(prompts)
+        return torch.cat([self.reduction(prompts), tokens], 1), out_size
+
+
+class VPTSwinBlockSequence(SwinBlockSequence):
+    """mmseg's ``SwinBlockSequence`` (a stage) on ``[prompts, image
+    tokens]``, inserting fresh prompts before its blocks."""
+
+    def forward(self, x: torch.Tensor, hw_shape: HW,
+                prompts: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                prompt_outputs: bool = True) -> tuple:
+        """
+        Args:
+            prompts: One entry per block: fresh prompts (B, P, C) that
+                replace the prompts in the sequence before that block, or
+                None to keep them. None: no fresh prompts.
+            prompt_outputs: Whether the caller uses the prompts of the
+                stage's output; if not, the last block skips them and they
+                are not merged.
+
+        Returns:
+            mmseg's ``(x_down, down_hw_shape, out, hw_shape)``: ``x_down``
+            with prompts, ``out`` (the stage's feature map) without.
+        """
+        if prompts is None:
+            prompts = [None] * len(self.blocks)
+        if len(prompts) != len(self.blocks):
+            raise ValueError(f'prompts has {len(prompts)} entries for '
+                             f'{len(self.blocks)} blocks')
+        for i, block in enumerate(self.blocks):
+            if prompts[i] is not None:
+                x = splice_prompts(x, prompts[i], 0, num_prompts(x, hw_shape))
+            # VPT-deep discards a block's prompt outputs when the next block
+            # brings fresh prompts: they are then not computed
+            keep = prompts[i + 1] is None if i + 1 < len(prompts) else \
+                prompt_outputs
+            x = block(x, hw_shape, prompt_outputs=keep)
+        out = x[:, num_prompts(x, hw_shape):]
+        if self.downsample:
+            x_down, down_hw_shape = self.downsample(x, hw_shape)
+            return x_down, down_hw_shape, out, hw_shape
+        return x, hw_shape, out, hw_shape
 
 
 @MODELS.register_module()
@@ -420,9 +409,9 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             training. Default: True.
         fused_attn (bool): Window attention through
             ``F.scaled_dot_product_attention``; equal to the plain path
-            within float rounding. ``False`` runs the plain path, so that
-            ``prompt_length=0, frozen_exclude=['all']`` is bit-identical to
-            mmseg's ``SwinTransformer``. Can be changed after building
+            within float rounding. ``False`` runs mmseg's attention ops, so
+            that ``prompt_length=0, frozen_exclude=['all']`` is bit-identical
+            to mmseg's ``SwinTransformer``. Can be changed after building
             (``model.fused_attn = False``). Default: True.
         **kwargs: Arguments of mmseg's ``SwinTransformer``.
     """
@@ -441,6 +430,14 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                  fused_attn: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        for stage in self.stages:
+            stage.__class__ = VPTSwinBlockSequence
+            for block in stage.blocks:
+                block.__class__ = VPTSwinBlock
+                block.attn.__class__ = VPTShiftWindowMSA
+                block.attn.w_msa.__class__ = VPTWindowMSA
+            if stage.downsample is not None:
+                stage.downsample.__class__ = VPTPatchMerging
         self.fused_attn = fused_attn
         self._num_blocks = sum(len(stage.blocks) for stage in self.stages)
         embed_dims = self.num_features[0]
@@ -462,7 +459,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
 
     @fused_attn.setter
     def fused_attn(self, value: bool) -> None:
-        # read by window_attention, like timm's per-module fused_attn
+        # read by each window attention, like timm's per-module fused_attn
         for stage in self.stages:
             for block in stage.blocks:
                 block.attn.w_msa.fused_attn = bool(value)
@@ -475,29 +472,16 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
         B = x.shape[0]
 
         outs = []
-        layer = 0
-        num_prompts = 0
+        first = 0  # the stage's first layer
         for i, stage in enumerate(self.stages):
-            for block in stage.blocks:
-                prompts = self.layer_prompts(layer, B)
-                if prompts is not None:
-                    x = splice_prompts(x, prompts, 0, num_prompts)
-                    num_prompts = prompts.shape[1]
-                # VPT-deep discards a block's prompt outputs when the next
-                # block gets fresh prompts (or nothing follows); the fast
-                # path then skips computing them
-                needed = layer + 1 < self._num_blocks and not \
-                    self.is_prompted(layer + 1)
-                x = prompted_block(block, x, hw_shape, num_prompts, needed)
-                num_prompts = x.shape[1] - hw_shape[0] * hw_shape[1]
-                layer += 1
-            out, out_hw_shape = x[:, num_prompts:], hw_shape
-            if stage.downsample:
-                if self.is_prompted(layer):
-                    # the next block replaces the prompts: don't merge them
-                    x, num_prompts = out, 0
-                x, hw_shape = prompted_merge(stage.downsample, x, hw_shape,
-                                             num_prompts)
+            depth = len(stage.blocks)
+            prompts = [self.layer_prompts(first + j, B) for j in range(depth)]
+            first += depth
+            # the next stage's first block may bring fresh prompts, and
+            # nothing follows the last stage
+            keep = first < self._num_blocks and not self.is_prompted(first)
+            x, hw_shape, out, out_hw_shape = stage(
+                x, hw_shape, prompts=prompts, prompt_outputs=keep)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 out = out.view(-1, *out_hw_shape, self.num_features[i])

@@ -1,57 +1,115 @@
-"""mmseg's VisionTransformer with VPT prompts."""
+"""mmseg's VisionTransformer with VPT prompts.
+
+The backbone splices prompts into the token sequence between layers and
+calls mmseg's layers as they are; only the classes of each layer's attention
+modules are switched (mmcv's ``MultiheadAttention`` and the torch
+``nn.MultiheadAttention`` inside it), for the fused path. Every module is
+called through ``__call__``, so forward hooks fire and swapped submodules
+take effect; parameter names and checkpoints are mmseg's.
+"""
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
 
 
+class SDPAMultiheadAttention(nn.MultiheadAttention):
+    """torch's ``nn.MultiheadAttention`` whose self-attention without
+    attention weights runs batch-first through
+    ``F.scaled_dot_product_attention`` and calls ``out_proj`` as a module.
+
+    torch's own forward reads ``out_proj.weight`` and never calls
+    ``out_proj``, so hooks on it never fire and a wrapper swapped in for it
+    is ignored; here it is called. The in-projection stays torch's
+    parameters ``in_proj_weight`` / ``in_proj_bias`` (making it a module
+    would rename them in checkpoints); this module's own forward reads them
+    on every path, so hooks on this module see the projection's input, and
+    a parametrization of ``in_proj_weight`` (``torch.nn.utils.parametrize``,
+    e.g. LoRA) takes effect. Anything else (attention weights, masks,
+    separate key/value) runs torch's forward, which refuses a swapped
+    ``out_proj`` rather than ignore it.
+    """
+
+    def forward(self, query, key, value, key_padding_mask=None,
+                need_weights=True, attn_mask=None, average_attn_weights=True,
+                is_causal=False):
+        if (need_weights or query is not key or key is not value
+                or key_padding_mask is not None or attn_mask is not None
+                or is_causal or not self._qkv_same_embed_dim
+                or self.bias_k is not None or self.add_zero_attn):
+            if type(self.out_proj) not in (nn.Linear,
+                                           NonDynamicallyQuantizableLinear):
+                raise TypeError(
+                    f'out_proj is a {type(self.out_proj).__name__}, which '
+                    "torch's nn.MultiheadAttention would ignore (it reads "
+                    'out_proj.weight and never calls out_proj). Only the '
+                    'fused self-attention path calls it: build the backbone '
+                    'with fused_attn=True.')
+            return super().forward(query, key, value, key_padding_mask,
+                                   need_weights, attn_mask,
+                                   average_attn_weights, is_causal)
+        x = query if self.batch_first else query.transpose(0, 1)
+        B, N, C = x.shape
+        q, k, v = self._in_projection(x)
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = self.out_proj(out.transpose(1, 2).reshape(B, N, C))
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+    @torch.no_grad()
+    def attention_probs(self, query: torch.Tensor) -> torch.Tensor:
+        """The softmax attention (B, heads, N, N) of self-attention on
+        ``query`` (laid out as :meth:`forward` takes it)."""
+        x = query if self.batch_first else query.transpose(0, 1)
+        q, k, _ = self._in_projection(x)
+        return ((q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)).softmax(-1)
+
+    def _in_projection(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """q, k, v (B, heads, N, d) of batch-first ``x`` (B, N, C)."""
+        B, N, C = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return qkv.reshape(B, N, 3, self.num_heads,
+                           C // self.num_heads).permute(2, 0, 3, 1,
+                                                        4).unbind(0)
+
+
 class FusedMultiheadAttention(MultiheadAttention):
-    """mmcv's ``MultiheadAttention`` whose self-attention runs through
-    ``F.scaled_dot_product_attention`` with the wrapped
-    ``nn.MultiheadAttention``'s own ``in_proj``/``out_proj`` parameters.
+    """mmcv's ``MultiheadAttention`` whose self-attention asks its
+    ``nn.MultiheadAttention`` (an :class:`SDPAMultiheadAttention`) for no
+    attention weights, so that it runs through
+    ``F.scaled_dot_product_attention``.
 
     mmcv's path (kept as the reference, ``fused_attn=False``) transposes to
     sequence-first and calls ``nn.MultiheadAttention`` with
     ``need_weights=True``, which materialises, keeps for backward and
     head-averages the attention matrix, and its projections on the
     transposed input run as one small GEMM per token (measured 20x slower on
-    CPU). This path keeps the batch-first layout and lets SDPA pick a fused
-    kernel. Results agree with mmcv's within float rounding. Anything but
-    plain batch-first self-attention (masks, positions, separate key/value)
-    falls back to mmcv's forward.
+    CPU). Here the sequence-first input is a view of the batch-first one,
+    which ``SDPAMultiheadAttention`` turns back. Results agree with mmcv's
+    within float rounding. Anything but plain self-attention (masks,
+    positions, separate key/value) runs mmcv's forward.
 
     Adds no parameters: VPTVisionTransformer switches the class of mmseg's
-    own attention modules to this one, so names, checkpoints and hooks on
-    the layers are unchanged.
+    own attention modules to this one, so names and checkpoints are
+    unchanged.
     """
 
     fused_attn = True
 
-    def _fusable(self, key, value, kwargs) -> bool:
-        mha = self.attn
-        return (self.fused_attn and self.batch_first and key is None
-                and value is None
-                and all(v is None for v in kwargs.values())
-                and mha._qkv_same_embed_dim and mha.bias_k is None
-                and not mha.add_zero_attn)
-
     def forward(self, query, key=None, value=None, identity=None, **kwargs):
-        if not self._fusable(key, value, kwargs):
+        if not (self.fused_attn and key is None and value is None
+                and all(v is None for v in kwargs.values())):
             return super().forward(query, key, value, identity, **kwargs)
-        mha = self.attn
-        B, N, C = query.shape
-        heads = self.num_heads
-        qkv = F.linear(query, mha.in_proj_weight, mha.in_proj_bias)
-        q, k, v = qkv.view(B, N, 3, heads, C // heads).permute(2, 0, 3, 1,
-                                                               4).unbind(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=mha.dropout if self.training else 0.0)
-        out = mha.out_proj(out.transpose(1, 2).reshape(B, N, C))
+        x = query.transpose(0, 1) if self.batch_first else query
+        out = self.attn(x, x, x, need_weights=False)[0]
+        out = out.transpose(0, 1) if self.batch_first else out
         identity = query if identity is None else identity
         return identity + self.dropout_layer(self.proj_drop(out))
 
@@ -110,6 +168,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
         super().__init__(frozen_exclude=['all'], **kwargs)
         for layer in self.layers:
             layer.attn.__class__ = FusedMultiheadAttention
+            layer.attn.attn.__class__ = SDPAMultiheadAttention
         self.fused_attn = fused_attn
         embed_dims = self.cls_token.shape[-1]
         self.init_prompt_tuning(
