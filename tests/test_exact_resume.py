@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
 
+import mmseg
 import numpy as np
 import pytest
 import torch
@@ -41,8 +42,7 @@ from .tools_helpers import (PYTHON, REPO, free_port, read_checkpoint, run,
                             run_fails, short_schedule, train_cmd)
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
-MMSEG_TRAIN = (Path(__import__('mmseg').__file__).parent / '.mim' / 'tools' /
-               'train.py')
+MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
 ITERS, INTERVAL = 10, 4  # checkpoints (and validation) at 4, 8 and 10
 
 

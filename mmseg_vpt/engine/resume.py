@@ -66,8 +66,10 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    """Set the global RNGs to a :func:`capture_rng_state` result."""
-    torch.set_rng_state(state['torch'])
+    """Set the global RNGs to a :func:`capture_rng_state` result (its
+    tensors may have been loaded onto the GPU: mmengine resumes with
+    ``map_location`` the device)."""
+    torch.set_rng_state(state['torch'].cpu())
     kind, keys, pos, has_gauss, gauss = state['numpy']
     np.random.set_state(
         (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
@@ -76,6 +78,7 @@ def restore_rng_state(state: dict) -> None:
     if 'device' not in state:
         return
     name, device_states = state['device']
+    device_states = [s.cpu() for s in device_states]
     device = _device_module()
     if device is None or name != get_device():
         print_log(
