@@ -506,6 +506,20 @@ def test_resume_takes_the_checkpoint_seed_when_the_config_has_none(
     assert cfg.randomness.seed == 7
 
 
+def test_resume_with_another_seed_warns_that_data_order_differs():
+    # mmseg's tools/train.py on a config without a seed draws a new one
+    warnings = []
+    runner = SimpleNamespace(_resume=True, seed=99, logger=SimpleNamespace(
+        warning=warnings.append))
+    ResumableCheckpointHook(by_epoch=False).after_load_checkpoint(
+        runner, dict(meta=dict(seed=1234)))
+    assert warnings == [
+        "The data order of this run was seeded with 99, the resumed run's "
+        'with 1234: it does not continue as the interrupted run would have. '
+        'Set randomness.seed=1234 (tools/train.py --resume does when the '
+        'config sets none).']
+
+
 def test_train_tool_makes_any_config_resume_exactly():
     cfg = load_config(str(REPO / 'configs/vtab/dtd.py'))  # mmpretrain scope
     configure_exact_resume(cfg)
@@ -516,6 +530,24 @@ def test_train_tool_makes_any_config_resume_exactly():
     configure_exact_resume(cfg)
     assert cfg.default_hooks.checkpoint.type == 'ResumableCheckpointHook'
     assert cfg.custom_hooks == hooks
+
+
+@pytest.mark.parametrize('states, message', [
+    (None, 'The resumed checkpoint has no RNG states (it was not saved by '
+     'ResumableCheckpointHook): weights, optimizer, schedule and data order '
+     'continue, but dropout and augmentation randomness do not continue as '
+     'in the interrupted run.'),
+    ([{}, {}], 'The resumed checkpoint holds RNG states of 2 processes, this '
+     'run has 1: randomness does not continue as in the interrupted run.'),
+])
+def test_resume_without_matching_rng_states_says_what_is_not_exact(
+        states, message):
+    warnings = []
+    runner = SimpleNamespace(iter=4, logger=SimpleNamespace(
+        warning=warnings.append))
+    hook = ResumableCheckpointHook(by_epoch=False)
+    assert hook._state_of_this_rank(runner, states) is None
+    assert warnings == [message]
 
 
 def test_rng_states_survive_a_weights_only_load(tmp_path):

@@ -201,6 +201,14 @@ class ResumableCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # also called for load_from; before_train tells them apart
         self._rng_loaded = checkpoint.get(RNG_KEY)
+        seed = checkpoint.get('meta', {}).get('seed')
+        if runner._resume and seed is not None and seed != runner.seed:
+            # the sampler was seeded when the runner built it
+            runner.logger.warning(
+                f'The data order of this run was seeded with {runner.seed}, '
+                f'the resumed run\'s with {seed}: it does not continue as '
+                f'the interrupted run would have. Set randomness.seed={seed} '
+                '(tools/train.py --resume does when the config sets none).')
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
