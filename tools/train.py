@@ -1,7 +1,9 @@
 """Train a segmentor; same flags as mmseg 1.x's ``tools/train.py``.
 
 ``--resume`` alone resumes from the latest checkpoint in the work dir;
-``--resume PATH`` resumes from PATH.
+``--resume PATH`` resumes from PATH. A run killed at any moment and resumed
+ends at the same weights as an uninterrupted one (ResumableCheckpointHook);
+a second run in a work dir in use is refused (WorkDirLockHook).
 """
 import argparse
 import os
@@ -16,7 +18,8 @@ from mmengine.config import DictAction  # noqa: E402
 import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
 from mmseg_vpt.utils import (build_runner, enable_amp, load_config,  # noqa
                              set_resume)
-from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
+from mmseg_vpt.utils.cli import (configure_exact_resume,  # noqa: E402
+                                 configure_tuned_checkpoints)
 from mmseg_vpt.utils.dist import finish_distributed  # noqa: E402
 
 
@@ -26,8 +29,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume', nargs='?', const='auto', default=None, metavar='PATH',
-        help='resume from PATH, or from the latest checkpoint in the work '
-        'dir if no PATH is given')
+        help='resume from PATH, or from the checkpoint the work dir\'s '
+        'last_checkpoint names if no PATH is given (training starts from '
+        'scratch if there is none yet)')
     parser.add_argument(
         '--ignore-base-hash', action='store_true',
         help='resume / load_from a tuned-only checkpoint even if the base '
@@ -54,6 +58,7 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     set_resume(cfg, args.resume)
+    configure_exact_resume(cfg)
     configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
     build_runner(cfg).train()
     finish_distributed()

@@ -45,6 +45,13 @@ custom_hooks = [
 # one with several channels or values above 255.
 custom_hooks.append(dict(type='SegDataCheckHook'))
 
+# Exact resume (mmseg_vpt/engine/work_dir.py, resume.py). WorkDirLockHook
+# stops a second training run in a work dir another live run is using (two
+# runs overwrite each other's checkpoints). The schedules' checkpoint hook is
+# ResumableCheckpointHook: atomic checkpoints that resume bit-exactly
+# (default_hooks can only be set in one base file, so it is set there).
+custom_hooks += [dict(type='WorkDirLockHook')]
+
 # used by tools/test.py --tta
 tta_model = dict(type='SegTTAModel')
 

@@ -1,12 +1,16 @@
 """Runner extensions: parameter-count logging, tuned-only checkpoints,
-CPU-capable AMP, data checks and a watchdog for stalled ranks."""
+CPU-capable AMP, data checks, exact and atomic resume with a work-dir lock,
+and a watchdog for stalled ranks."""
 from .checkpoint_hook import TunedCheckpointHook
 from .data_checks import SegDataCheckHook
 from .hooks import TrainableParamsHook, count_parameters
 from .optim_wrapper import BFloat16OptimWrapper
 from .rank_watchdog import RankWatchdogHook
+from .resume import ResumableCheckpointHook
+from .work_dir import WorkDirLockHook
 
 __all__ = [
     'TrainableParamsHook', 'TunedCheckpointHook', 'count_parameters',
-    'BFloat16OptimWrapper', 'RankWatchdogHook', 'SegDataCheckHook'
+    'BFloat16OptimWrapper', 'RankWatchdogHook', 'ResumableCheckpointHook',
+    'SegDataCheckHook', 'WorkDirLockHook'
 ]

@@ -12,6 +12,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from ..engine.work_dir import resolve_last_checkpoint
 from .checkpoints import check_checkpoints_exist
 from .dist import prepare_distributed
 
@@ -73,11 +74,56 @@ def enable_amp(cfg: Config) -> None:
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``None``: no resume; ``'auto'``: latest checkpoint in work_dir;
-    anything else: resume from that checkpoint path."""
+    """``None``: no resume; ``'auto'``: the checkpoint the work dir's
+    ``last_checkpoint`` names, read relative to the work dir (none yet:
+    train from scratch); anything else: resume from that checkpoint path.
+
+    A config without ``randomness.seed`` takes the checkpoint's seed, which
+    the data order depends on (the sampler is built before mmengine reads
+    the checkpoint).
+    """
     cfg.resume = resume is not None
-    if resume not in (None, AUTO_RESUME):
-        cfg.load_from = resume
+    if resume is None:
+        return
+    path = (resolve_last_checkpoint(cfg.work_dir)
+            if resume == AUTO_RESUME else resume)
+    if path is None:
+        return
+    cfg.load_from = path
+    randomness = dict(cfg.get('randomness') or {})
+    if randomness.get('seed') is None:
+        seed = _checkpoint_seed(path)
+        if seed is not None:
+            cfg.randomness = dict(randomness, seed=seed)
+            print_log(f'Resuming {path} with its seed {seed} '
+                      '(randomness.seed).', logger='current')
+
+
+def _checkpoint_seed(path: str) -> Optional[int]:
+    """``meta.seed`` of a local checkpoint; None if it cannot be read (the
+    runner then reports why)."""
+    try:
+        meta = torch.load(path, map_location='cpu', mmap=True,
+                          weights_only=False).get('meta', {})
+    except Exception:
+        return None
+    return meta.get('seed') if isinstance(meta, dict) else None
+
+
+def configure_exact_resume(cfg: Config) -> None:
+    """Use ``ResumableCheckpointHook`` in place of mmengine's
+    ``CheckpointHook`` and add ``WorkDirLockHook``, for configs that do not
+    (this project's do)."""
+    scope = '' if cfg.get('default_scope', 'mmseg') == 'mmseg' else 'mmseg.'
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint is not None and checkpoint.get('type') in (
+            'CheckpointHook', 'mmengine.CheckpointHook'):
+        checkpoint['type'] = scope + 'ResumableCheckpointHook'
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(str(h.get('type')).endswith('WorkDirLockHook')
+               for h in hooks):
+        hooks.append(dict(type=scope + 'WorkDirLockHook'))
+    cfg.custom_hooks = hooks
 
 
 def configure_tuned_checkpoints(cfg: Config,
