@@ -1,11 +1,12 @@
 """What a user sees: machine-readable tool output that parses, one log line
-for the frozen parameters, and a clear error for BatchNorm at one image per
-GPU."""
+for the frozen parameters, a clear error for BatchNorm at one image per GPU,
+and README commands that run as printed."""
 import csv
 import io
 import json
 import logging
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from mmengine.optim import build_optim_wrapper
 from mmseg_vpt.datasets.synthetic_ade20k import make_synthetic_ade20k
 from mmseg_vpt.engine.batchnorm_check import BatchNormInputCheckHook
 
-from .tools_helpers import (PYTHON, REPO, run, run_fails, short_schedule,
-                            train_cmd)
+from .tools_helpers import (PYTHON, REPO, metric_values, run, run_fails,
+                            short_schedule, train_cmd)
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
 SWIN_DEMO = 'configs/demo/upernet_swin-tiny_vpt-deep_synthetic-ade20k.py'
@@ -208,3 +209,51 @@ def test_batch_size_one_on_upernet_names_the_layer_and_the_fixes(workspace):
     assert "type='SyncBN'" in message and "type='GN'" in message
     assert 'Expected more than 1 value per channel' not in message
     assert not (workspace / 'swin_b1' / 'iter_1.pth').exists()
+
+
+# ---------------------------------------------------------------------------
+# the README's commands
+# ---------------------------------------------------------------------------
+def readme_command(section: str) -> list:
+    """The first bash command of README section ``section``, as argv."""
+    text = (REPO / 'README.md').read_text().split(f'\n## {section}\n')[1]
+    block = text.split('```bash\n')[1].split('```')[0]
+    return shlex.split(block.replace('\\\n', ' '))
+
+
+def test_readme_runs_configs_without_pretrained_weights():
+    argv = readme_command('Run without pretrained weights')
+    assert argv[argv.index('--cfg-options') + 1:] == [
+        'model.backbone.init_cfg=None']
+    from mmseg_vpt.utils.checkpoints import iter_checkpoint_refs
+    from mmseg_vpt.utils.cli import load_config
+    configs = [p for p in sorted((REPO / 'configs').rglob('*.py'))
+               if '_base_' not in p.parts]
+    for path in configs:  # that override is all any config needs
+        cfg = load_config(str(path), {'model.backbone.init_cfg': None})
+        assert list(iter_checkpoint_refs(cfg)) == [], path
+
+
+@pytest.mark.slow
+def test_readme_smoke_run_on_own_data_trains_and_validates(tmp_path):
+    """The README's command, as printed, on ADE20K-layout data at its
+    data_root; only the schedule is cut to 2 iterations."""
+    argv = readme_command('A 2-minute smoke run on your own data')
+    assert argv[:3] == ['python', 'tools/train.py',
+                        'configs/vpt/upernet_swin_vpt_ade20k.py']
+    options = argv[argv.index('--cfg-options') + 1:]
+    for key in ('model.backbone.init_cfg=None', 'param_scheduler.0.end=10',
+                'train_cfg.max_iters=100', 'train_dataloader.batch_size=4'):
+        assert key in options
+    root = next(o.split('=', 1)[1] for o in options
+                if o.startswith('train_dataloader.dataset.data_root='))
+    make_synthetic_ade20k(tmp_path / Path(root).parent, num_train=4,
+                          num_val=2, img_size=128, show_progress=False)
+    cmd = [PYTHON, REPO / argv[1], REPO / argv[2]] + argv[3:] + [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.logger.interval=1']
+    log = run(cmd, cwd=tmp_path)
+    assert 'Iter(train) [2/2]' in log and 'loss: ' in log
+    assert metric_values(log), 'validation printed no mIoU'
+    assert (tmp_path / 'work_dirs/smoke/iter_2.pth').is_file()
