@@ -33,18 +33,18 @@ def one_value_per_channel_error(name: str, module: _BatchNorm,
                                 batch_size: Optional[int] = None) -> str:
     """The explanation raised for ``module`` (at ``name``) getting
     ``shape``, one value per channel."""
-    where = (f'{name} ({type(module).__name__}) got an input of shape '
-             f'{tuple(shape)} in training: one value per channel, but '
-             f'BatchNorm normalises each channel over the batch x height x '
-             f'width values and needs more than one.')
+    message = (f'{name} ({type(module).__name__}) got an input of shape '
+               f'{tuple(shape)} in training: one value per channel, but '
+               'BatchNorm normalises each channel over the batch x height x '
+               'width values and needs more than one.')
     if len(shape) > 2 and all(s == 1 for s in shape[2:]):
-        where += (' Its input is pooled to 1x1 (as in the pyramid pooling '
-                  "'psp_modules' of UperNet and PSPNet), so it needs at "
-                  'least 2 images per GPU')
+        message += (' Its input is pooled to 1x1 (as in the pyramid pooling '
+                    "'psp_modules' of UperNet and PSPNet), so it needs at "
+                    'least 2 images per GPU')
         if batch_size is not None:
-            where += f'; train_dataloader.batch_size is {batch_size}'
-        where += '.'
-    return (where + ' Fix: set train_dataloader.batch_size to 2 or more '
+            message += f'; train_dataloader.batch_size is {batch_size}'
+        message += '.'
+    return (message + ' Fix: set train_dataloader.batch_size to 2 or more '
             '(images per GPU); or train on several GPUs with '
             "norm_cfg=dict(type='SyncBN', requires_grad=True) in the heads, "
             'which pools the values of all GPUs; or give the heads a norm '

@@ -35,7 +35,7 @@ def frozen_summary(model: nn.Module) -> str:
     modules = ', '.join(f'{m} ({n})' for m, n in per_module.items())
     numel = sum(p.numel() for _, p in frozen)
     return (f'Optimizer: {len(frozen)} parameter tensors ({numel:,} '
-            f'parameters) have requires_grad=False and are not trained: '
+            'parameters) have requires_grad=False and are not trained: '
             f'{modules}')
 
 
