@@ -1,9 +1,9 @@
 # Runtime settings shared by every config (mmseg 1.x's default_runtime.py,
 # plus this project's package import, parameter-count and checkpoint hooks).
 
-# Registers VPTVisionTransformer, VPTSwinTransformer, TrainableParamsHook,
-# TunedCheckpointHook and BFloat16OptimWrapper, so mmseg's own tools/train.py
-# runs these configs too.
+# Registers VPTVisionTransformer, VPTSwinTransformer, the hooks below,
+# BFloat16OptimWrapper and FrozenSummaryOptimWrapperConstructor, so mmseg's
+# own tools/train.py runs these configs too.
 custom_imports = dict(imports=['mmseg_vpt'], allow_failed_imports=False)
 default_scope = 'mmseg'
 env_cfg = dict(
@@ -35,9 +35,13 @@ resume = False
 # backbone is frozen and loads from Pretrained base weights (the shared base
 # is not copied into every task's checkpoint), and loads such checkpoints
 # on top of the base weights (load_from, --resume, tools/test.py).
+# BatchNormInputCheckHook stops a run whose BatchNorm layer gets one value
+# per channel (one image per GPU into UperNet's 1x1 pyramid pooling) with
+# the layer named and the fixes, instead of torch's bare error.
 custom_hooks = [
     dict(type='TrainableParamsHook'),
     dict(type='TunedCheckpointHook', check_base_hash=True),
+    dict(type='BatchNormInputCheckHook'),
 ]
 # SegDataCheckHook stops on a bad annotation, naming the file: label values
 # outside [0, num_classes) other than the ignore index (after

@@ -14,6 +14,8 @@ _base_ = [
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    # one log line for all frozen parameters instead of one per parameter
+    constructor='FrozenSummaryOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(

@@ -6,6 +6,8 @@ vs prompts vs heads, per-task checkpoint bytes and storage for N tasks.
 
 Models are built on the CPU with random weights; nothing is downloaded or
 loaded. See mmseg_vpt/utils/param_report.py for what each column means.
+Only the report goes to stdout (logs and warnings go to stderr), so
+``--format json | python -m json.tool`` and ``--format csv > rows.csv`` work.
 """
 import argparse
 import os.path as osp
@@ -21,6 +23,7 @@ warnings.filterwarnings('ignore', message='Fail to import')
 import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
+from mmseg_vpt.utils.logging_utils import stdout_to_stderr  # noqa: E402
 from mmseg_vpt.utils.param_report import (format_report,  # noqa: E402
                                           param_report)
 
@@ -44,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    rows = [param_report(c, args.tasks, not args.no_optimizer,
-                         args.cfg_options) for c in args.configs]
+    with stdout_to_stderr():  # building models and optimizers logs
+        rows = [param_report(c, args.tasks, not args.no_optimizer,
+                             args.cfg_options) for c in args.configs]
     print(format_report(rows, args.format))
 
 

@@ -1,7 +1,12 @@
 # 160k-iteration schedule (mmseg 1.x's schedule_160k.py). Configs override
 # the optimizer; the poly decay and the loop are shared.
 optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005)
-optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
+optim_wrapper = dict(
+    type='OptimWrapper',
+    # one log line for all frozen parameters instead of one per parameter
+    constructor='FrozenSummaryOptimWrapperConstructor',
+    optimizer=optimizer,
+    clip_grad=None)
 param_scheduler = [
     dict(
         type='PolyLR',

@@ -4,6 +4,8 @@
 optimizer = dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=0.0)
 optim_wrapper = dict(
     type='OptimWrapper',
+    # one log line for all frozen parameters instead of one per parameter
+    constructor='FrozenSummaryOptimWrapperConstructor',
     optimizer=optimizer,
     clip_grad=None,
     paramwise_cfg=dict(

@@ -131,6 +131,9 @@ test_evaluator = dict(type='Accuracy', topk=(1, ))
 
 optim_wrapper = dict(
     type='OptimWrapper',
+    # one log line for all frozen parameters (mmseg's registry: this
+    # config's default scope is mmpretrain)
+    constructor='mmseg.FrozenSummaryOptimWrapperConstructor',
     optimizer=dict(
         type='SGD', lr=base_lr, momentum=0.9, weight_decay=weight_decay))
 # lr = base_lr * (total batch) / 256, as in the paper
