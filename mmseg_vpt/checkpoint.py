@@ -10,11 +10,26 @@ checkpoint contains; everything else here applies it or undoes it:
   checkpoints omit (and fingerprints them); :meth:`TunedPlan.apply` filters a
   checkpoint dict and adds the metadata (``TunedCheckpointHook`` calls it in
   ``before_save_checkpoint``).
-* :func:`prepare_tuned_load` loads the base weights into a model and checks
-  that they reproduce what the checkpoint omitted and that the checkpoint
-  provides everything else (the hook calls it in ``after_load_checkpoint``,
-  before mmengine loads the tuned tensors);
-  :func:`load_tuned_checkpoint` does the whole load, for tools and APIs.
+* Loading: the base weights are loaded into the module and the omitted
+  tensors put back into the state dict before the ordinary load, by one
+  function, :func:`load_base_weights`, reached two ways:
+
+  - from the module itself: :meth:`TunedPlan.apply` also writes a
+    :class:`BaseRecord` into the state dict's metadata
+    (``state_dict._metadata['backbone']['vpt_base_weights']``, where torch
+    keeps per-module versions), and the VPT backbones' state-dict loading
+    (:func:`load_into_backbone`) reads it. So mmseg's ``init_model``,
+    ``MMSegInferencer`` and mmengine's ``load_checkpoint`` load task files
+    without any of this project's tools in the call chain;
+  - from the tools: :func:`checkpoint_state` (``TunedCheckpointHook``, i.e.
+    ``load_from``, ``--resume``, ``tools/test.py``;
+    :func:`load_tuned_checkpoint` for ``tools/infer.py`` and the APIs) also
+    reads format-1 files (no record) and checks the whole checkpoint against
+    the model: any key or shape that does not fit is an error unless a
+    partial load is asked for (``--load-partial``).
+
+  A frozen VPT backbone refuses a load that would leave the weights of its
+  frozen layers at their random construction-time values.
 * :func:`merge_tuned` / :func:`extract_tuned` turn a tuned checkpoint into a
   full standalone one and back, bit-exactly (``tools/merge_tuned.py``,
   ``tools/extract_tuned.py``).
@@ -27,9 +42,10 @@ its SHA-256 is recorded, and loading fails unless the base reproduces it.
 
 The metadata lives in ``checkpoint['meta']['vpt_tuned']``::
 
-    version          1
+    version          2 (1: written before the base record existed)
     module           'backbone' (the submodule the base file initialises)
     base_checkpoint  the path the config's init_cfg named when saving
+    base_abspath     that path made absolute in the training run
     base_config_key  'model.backbone.init_cfg.checkpoint'
     base_sha256      SHA-256 of the base file's bytes
     base_bytes       its size
@@ -39,15 +55,27 @@ The metadata lives in ``checkpoint['meta']['vpt_tuned']``::
     policy           what trained: backbone type, frozen_exclude,
                      prompt_length / layers / init, trainable and total
                      parameter counts
+
+The base record in the state dict's metadata holds the base fields again,
+with module-relative keys, so that the module needs nothing else.
+
+Where the base file is looked for, first match wins: an explicit argument
+(``base_path``), the environment variable ``MMSEG_VPT_BASE_WEIGHTS`` (a file,
+or a folder holding a file of the recorded name), the module's own
+``Pretrained`` init_cfg; only when none of these is set, the recorded path
+and then its absolute form. Its SHA-256 must match the recorded one.
 """
 import copy
+import dataclasses
 import hashlib
 import logging
 import os
 import os.path as osp
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Union
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Set,
+                    Tuple, Union)
 
 import torch
 import torch.nn as nn
@@ -64,8 +92,12 @@ from .utils.checkpoints import (check_checkpoint_file, is_remote,
 
 TUNED_META_KEY = 'vpt_tuned'
 MERGED_META_KEY = 'vpt_merged_from'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 BASE_MODULE = 'backbone'
+# key of the base record in ``state_dict._metadata[module]``
+BASE_RECORD_KEY = 'vpt_base_weights'
+BASE_WEIGHTS_ENV = 'MMSEG_VPT_BASE_WEIGHTS'
 DIGEST_CHARS = 16
 
 StateDict = Dict[str, torch.Tensor]
@@ -78,6 +110,14 @@ class TunedCheckpointError(ValueError):
 class BaseWeightsMismatch(TunedCheckpointError):
     """The base weights file is not the one a tuned checkpoint was saved
     with."""
+
+
+class CheckpointMismatch(TunedCheckpointError):
+    """A checkpoint's tensors do not fit the model (keys or shapes)."""
+
+
+class FrozenWeightsNotLoaded(TunedCheckpointError):
+    """A load would leave a frozen backbone's weights at random values."""
 
 
 def _preview(keys: Iterable[str], n: int = 8) -> str:
@@ -225,6 +265,61 @@ def base_reference(module: nn.Module, path: str) -> StateDict:
     return clone.state_dict()
 
 
+@dataclass
+class BaseRecord:
+    """What a tuned checkpoint needs from its base weights file.
+
+    Written into the state dict's metadata (:meth:`TunedPlan.apply`), so the
+    module it belongs to finds it when loading; the same fields, with model
+    keys, are in ``meta['vpt_tuned']``, where format-1 files have them only.
+    """
+    module: str  # segmentor attribute, e.g. 'backbone'
+    checkpoint: str  # the path the config named when saving
+    sha256: str
+    size_bytes: int
+    omitted: Dict[str, str]  # module-relative key -> tensor_digest
+    abspath: Optional[str] = None  # ``checkpoint`` resolved when saving
+    config_key: str = f'model.{BASE_MODULE}.init_cfg.checkpoint'
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        """Plain types only, so ``torch.load(weights_only=True)`` reads it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping, source: str) -> 'BaseRecord':
+        names = [f.name for f in dataclasses.fields(cls)]
+        out = cls(**{k: v for k, v in record.items() if k in names})
+        out.check_version(source)
+        return out
+
+    @classmethod
+    def from_meta(cls, meta: Mapping, source: str) -> 'BaseRecord':
+        """The record of ``checkpoint['meta']['vpt_tuned']``."""
+        prefix = meta['module'] + '.'
+        out = cls(
+            module=meta['module'],
+            checkpoint=meta['base_checkpoint'],
+            sha256=meta['base_sha256'],
+            size_bytes=meta.get('base_bytes'),
+            omitted={k[len(prefix):]: d for k, d in meta['omitted'].items()},
+            abspath=meta.get('base_abspath'),
+            config_key=meta.get('base_config_key', cls.config_key),
+            version=meta.get('version'))
+        out.check_version(source)
+        return out
+
+    def check_version(self, source: str) -> None:
+        if self.version not in READABLE_VERSIONS:
+            raise TunedCheckpointError(
+                f'{source} has tuned-checkpoint format version '
+                f'{self.version!r}; this code reads versions '
+                f'{list(READABLE_VERSIONS)}')
+
+    def model_keys(self) -> List[str]:
+        return [f'{self.module}.{k}' for k in self.omitted]
+
+
 # --------------------------------------------------------------------------
 # what a task's checkpoint contains
 # --------------------------------------------------------------------------
@@ -313,6 +408,16 @@ def state_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _state_like(items: Iterable[Tuple[str, Any]],
+                like: Mapping) -> StateDict:
+    """A state dict of ``items`` with a copy of ``like``'s ``_metadata``
+    (torch's per-module versions, and the base record)."""
+    out = OrderedDict(items)
+    out._metadata = OrderedDict(
+        (k, dict(v)) for k, v in getattr(like, '_metadata', {}).items())
+    return out
+
+
 def is_tuned_checkpoint(checkpoint: Any) -> bool:
     return isinstance(checkpoint, Mapping) and isinstance(
         checkpoint.get('meta'), Mapping) and TUNED_META_KEY in \
@@ -331,14 +436,27 @@ class TunedPlan:
     differ_from_base: List[str]
     policy: dict
 
+    def record(self) -> BaseRecord:
+        prefix = self.base.module + '.'
+        return BaseRecord(
+            module=self.base.module,
+            checkpoint=self.base.checkpoint,
+            sha256=self.base_sha256,
+            size_bytes=self.base_bytes,
+            omitted={k[len(prefix):]: d for k, d in self.omitted.items()},
+            abspath=osp.abspath(self.base.checkpoint),
+            config_key=self.base.config_key)
+
     def meta(self, num_tuned: int) -> dict:
+        record = self.record()
         return dict(
             version=FORMAT_VERSION,
-            module=self.base.module,
-            base_checkpoint=self.base.checkpoint,
-            base_config_key=self.base.config_key,
-            base_sha256=self.base_sha256,
-            base_bytes=self.base_bytes,
+            module=record.module,
+            base_checkpoint=record.checkpoint,
+            base_abspath=record.abspath,
+            base_config_key=record.config_key,
+            base_sha256=record.sha256,
+            base_bytes=record.size_bytes,
             omitted=dict(self.omitted),
             omitted_numel=self.omitted_numel,
             num_tuned=num_tuned,
@@ -346,17 +464,23 @@ class TunedPlan:
 
     def apply(self, checkpoint: dict) -> dict:
         """Drop the omitted tensors from ``checkpoint['state_dict']`` (in
-        place) and record the metadata. Optimizer state etc. stay."""
+        place), record the metadata and put the base record into the state
+        dict's metadata. Optimizer state etc. stay."""
         state = checkpoint['state_dict']
         missing = [k for k in self.omitted if k not in state]
         if missing:
             raise TunedCheckpointError(
                 f'The state dict lacks tensors the plan omits: '
                 f'{_preview(missing)}')
-        checkpoint['state_dict'] = OrderedDict(
-            (k, v) for k, v in state.items() if k not in self.omitted)
+        tuned = _state_like(((k, v) for k, v in state.items()
+                             if k not in self.omitted), state)
+        module = self.base.module
+        tuned._metadata[module] = dict(
+            tuned._metadata.get(module, {}),
+            **{BASE_RECORD_KEY: self.record().to_dict()})
+        checkpoint['state_dict'] = tuned
         checkpoint.setdefault('meta', {})[TUNED_META_KEY] = self.meta(
-            len(checkpoint['state_dict']))
+            len(tuned))
         return checkpoint
 
 
@@ -429,129 +553,319 @@ def _log(msg: str, level=logging.INFO) -> None:
     print_log(msg, logger='current', level=level)
 
 
-def prepare_tuned_load(model: nn.Module,
-                       checkpoint: Mapping,
-                       check_base_hash: bool = True,
-                       base_path: Optional[str] = None,
-                       source: str = 'the tuned checkpoint') -> None:
-    """Get ``model`` ready for a tuned checkpoint's tensors.
+def resolve_base_file(record: BaseRecord, module: nn.Module,
+                      base_path: Optional[str] = None,
+                      source: str = 'the tuned checkpoint'
+                      ) -> Tuple[str, str]:
+    """The base weights file for ``record`` and where its name came from.
 
-    Loads the base weights into ``model.<module>`` through its own
-    ``init_weights`` (the file the model's init_cfg names, else
-    ``base_path``, else the one recorded in the checkpoint), checks the
-    file's SHA-256 against the recorded one and that every omitted tensor
-    came back bit-identical, and checks that the checkpoint's tensors fit
-    the model and, together with the base, cover every key of its state
-    dict. Does not load the checkpoint's tensors (mmengine does that next
-    in ``Runner.load_checkpoint``; :func:`load_tuned_checkpoint` does it
-    otherwise).
+    An explicit choice wins and must exist: ``base_path``, else
+    ``$MMSEG_VPT_BASE_WEIGHTS`` (a file, or a folder holding a file of the
+    recorded name), else ``module``'s own Pretrained init_cfg. Without one,
+    the recorded path, then its absolute form from the training run.
 
     Raises:
-        FileNotFoundError: the base file is missing (names it and the
-            config key).
-        BaseWeightsMismatch: another base file (both files and hashes named),
-            unless ``check_base_hash=False``, which only warns.
-        TunedCheckpointError: tensors the base does not reproduce, shape
-            mismatches, unknown keys or keys nobody provides (all listed).
+        FileNotFoundError: naming the file(s) looked for, the recorded path
+            and hash, and how to point at the file.
     """
-    meta = checkpoint['meta'][TUNED_META_KEY]
-    version = meta.get('version')
-    if version != FORMAT_VERSION:
-        raise TunedCheckpointError(
-            f'{source} has tuned-checkpoint format version {version!r}; this '
-            f'code reads version {FORMAT_VERSION}')
-    net = unwrap_model(model)
-    module = meta['module']
-    sub = getattr(net, module, None)
-    if sub is None:
-        raise TunedCheckpointError(
-            f'{source} stores the tuned part of a model whose `{module}` '
-            'comes from base weights, but this model has no such module')
-    recorded = meta['base_checkpoint']
-    spec = find_base(net, module)
+    recorded = (f'It was saved with {record.checkpoint!r} (sha256 '
+                f'{record.sha256}).')
+    env = os.environ.get(BASE_WEIGHTS_ENV)
+    configured = pretrained_checkpoint(getattr(module, 'init_cfg', None))
     if base_path is not None:
-        path, key = base_path, 'base weights argument'
-    elif spec is not None:
-        path, key = spec.checkpoint, spec.config_key
+        explicit, origin = base_path, 'the base weights argument'
+    elif env:
+        explicit = osp.join(env, osp.basename(record.checkpoint)) \
+            if osp.isdir(env) else env
+        origin = f'${BASE_WEIGHTS_ENV}={env}'
+    elif configured is not None:
+        explicit = configured
+        origin = f'`{record.config_key}` (--cfg-options ' \
+            f'{record.config_key}=PATH)'
     else:
-        path, key = recorded, f"meta['{TUNED_META_KEY}']['base_checkpoint']"
-        _log(f'model.{module} has no Pretrained init_cfg; using the base '
-             f'weights recorded in {source}: {recorded!r}')
-    local = local_checkpoint_path(path)  # a URL's cache
-    if not osp.isfile(local):
+        explicit = None
+    if explicit is not None:
+        if osp.isfile(local_checkpoint_path(explicit)):  # a URL's cache
+            return explicit, origin
         raise FileNotFoundError(
             f'{source} holds only the tuned tensors; it needs its base '
-            f'weights file {path!r} (from `{key}`; resolved: '
-            f'{osp.abspath(path)}), which does not exist. It was saved with '
-            f'{recorded!r} (sha256 {meta["base_sha256"]}). Put that file '
-            f'there or point `{key}` at it (--cfg-options {key}=PATH), or '
-            'use a full checkpoint (tools/merge_tuned.py).')
-    check_checkpoint_file(local, f'`{key}`')
+            f'weights file {explicit!r} (from {origin}; resolved: '
+            f'{osp.abspath(explicit)}), which does not exist. {recorded} Put '
+            'that file there or point the setting at it, or use a full '
+            'checkpoint (tools/merge_tuned.py).')
+    candidates = [record.checkpoint] + (
+        [record.abspath] if record.abspath not in (None, record.checkpoint)
+        else [])
+    for path in candidates:
+        if osp.isfile(local_checkpoint_path(path)):
+            return path, 'the path recorded in the checkpoint'
+    raise FileNotFoundError(
+        f'{source} holds only the tuned tensors; it needs the base weights '
+        f'file it was saved with, {record.checkpoint!r} (sha256 '
+        f'{record.sha256}), which is not there (looked for '
+        f'{", ".join(repr(osp.abspath(p)) for p in candidates)}). Put the '
+        f'file there, or set {BASE_WEIGHTS_ENV}=PATH (the file, or a folder '
+        f'holding {osp.basename(record.checkpoint)!r}), or give the config '
+        f'`{record.config_key}`; or use a full checkpoint '
+        '(tools/merge_tuned.py).')
+
+
+def load_base_weights(module: nn.Module, record: BaseRecord,
+                      base_path: Optional[str] = None,
+                      check_base_hash: bool = True,
+                      source: str = 'the tuned checkpoint') -> StateDict:
+    """Load ``record``'s base weights into ``module`` the way training does
+    (:func:`run_base_init`) and return the tensors the checkpoint omitted,
+    as ``module`` now holds them (module-relative keys).
+
+    The one loader of base weights for tuned checkpoints: the module's own
+    state-dict loading (:func:`load_into_backbone`) and the tools
+    (:func:`checkpoint_state`) both call it.
+
+    Raises:
+        FileNotFoundError: see :func:`resolve_base_file`.
+        BaseWeightsMismatch: the file's SHA-256 is not the recorded one
+            (both files and hashes named), or loading it does not reproduce
+            every omitted tensor; ``check_base_hash=False`` only warns.
+        TunedCheckpointError: ``module`` lacks tensors the checkpoint omits.
+    """
+    path, origin = resolve_base_file(record, module, base_path, source)
+    local = local_checkpoint_path(path)  # a URL's cache
+    check_checkpoint_file(local, origin)
     sha = file_sha256(local)
-    if sha != meta['base_sha256']:
+    if sha != record.sha256:
         msg = (f'Base weights mismatch: {source} was saved with base weights '
-               f'{recorded!r} (sha256 {meta["base_sha256"]}), but `{key}` is '
-               f'{path!r} (sha256 {sha}).')
+               f'{record.checkpoint!r} (sha256 {record.sha256}), but '
+               f'{origin} gives {path!r} (sha256 {sha}).')
         if check_base_hash:
             raise BaseWeightsMismatch(
                 msg + ' Use the base file it was trained with. To load it '
                 'anyway, pass --ignore-base-hash to tools/test.py / '
-                'tools/train.py (TunedCheckpointHook(check_base_hash=False)).')
+                'tools/train.py / tools/infer.py '
+                '(TunedCheckpointHook(check_base_hash=False)).')
         _log(msg + ' Loading anyway (base hash check disabled).',
              logging.WARNING)
-
-    run_base_init(sub, path)
-
-    full_keys = net.state_dict()
-    omitted = meta['omitted']
-    absent = [k for k in omitted if k not in full_keys]
+    run_base_init(module, path)
+    state = module.state_dict()
+    absent = [k for k in record.omitted if k not in state]
     if absent:
         raise TunedCheckpointError(
-            f'{source} omits tensors this model does not have (another '
-            f'architecture?): {_preview(absent)}')
-    differ = [k for k, d in omitted.items()
-              if tensor_digest(full_keys[k]) != d]
+            f'{source} omits tensors model.{record.module} does not have '
+            f'(another architecture?): {_preview(absent)}')
+    differ = [k for k, d in record.omitted.items()
+              if tensor_digest(state[k]) != d]
     if differ:
-        msg = (f'Loading the base weights {path!r} into model.{module} did '
-               f'not reproduce {len(differ)} of the {len(omitted)} tensors '
-               f'{source} omitted: {_preview(differ)}')
+        msg = (f'Loading the base weights {path!r} into model.{record.module} '
+               f'did not reproduce {len(differ)} of the {len(record.omitted)} '
+               f'tensors {source} omitted: {_preview(differ)}')
         if check_base_hash:
             raise BaseWeightsMismatch(
                 msg + '. The base file or the way it loads has changed; '
                 'they would be left with other values.')
         _log(msg + ' (base hash check disabled: using them as loaded).',
              logging.WARNING)
-    check_tuned_state(net, checkpoint['state_dict'], omitted, source)
+    _log(f'{source}: loaded {len(record.omitted)} tensors from the base '
+         f'weights {path} (sha256 {sha[:12]}...)')
+    return OrderedDict((k, state[k]) for k in record.omitted)
+
+
+def load_into_backbone(module: nn.Module, state_dict: Dict[str, Any],
+                       prefix: str, local_metadata: Mapping) -> None:
+    """Run by a VPT backbone's ``_load_from_state_dict`` before its own
+    tensors load (``state_dict`` holds the backbone's whole subtree; its
+    submodules read from it afterwards).
+
+    * A base record in ``local_metadata`` whose omitted tensors are absent:
+      load the base weights (:func:`load_base_weights`) and put them into
+      ``state_dict``, so the ordinary load that follows sets exactly what
+      the project's own loader sets.
+    * While ``module.frozen_weights_set`` is False (neither ``init_weights``
+      nor a complete load has run), refuse a state dict that lacks, or
+      gives another shape to, a frozen parameter a base file must provide:
+      it would keep its random construction-time value.
+    """
+    where = prefix[:-1] or 'the module'
+    record = local_metadata.get(BASE_RECORD_KEY)
+    if record is not None:
+        source = f'the tuned-only checkpoint loaded into {where}'
+        record = BaseRecord.from_dict(record, source)
+        absent = [k for k in record.omitted if prefix + k not in state_dict]
+        if absent:
+            base = load_base_weights(module, record, source=source)
+            for key in absent:
+                state_dict[prefix + key] = base[key]
+    if getattr(module, 'frozen_weights_set', True):
+        return
+    optional = getattr(module, 'pretrained_optional', ())
+    unset = []
+    for name, param in module.named_parameters():
+        if param.requires_grad or not param.numel() or any(
+                re.search(p, name) for p in optional):
+            continue
+        given = state_dict.get(prefix + name)
+        if given is None:
+            unset.append(name)
+        elif tuple(getattr(given, 'shape', ())) != tuple(param.shape):
+            unset.append(f'{name}: {tuple(getattr(given, "shape", ()))} vs '
+                         f'model {tuple(param.shape)}')
+    if unset:
+        raise FrozenWeightsNotLoaded(
+            f'{type(module).__name__} ({where}) is frozen and not '
+            f'initialised, and the state dict loaded into it lacks '
+            f'{len(unset)} of its frozen weights (or has another shape): '
+            f'{_preview(unset)}. They would keep random values. A '
+            'tuned-only checkpoint of format version 1 (meta[\'vpt_tuned\']'
+            '[\'version\'] == 1) loads only with tools/test.py, '
+            'tools/infer.py or mmseg_vpt.checkpoint.load_tuned_checkpoint; '
+            '`tools/extract_tuned.py TASK OUT --config CONFIG` re-saves it '
+            'in the current format, which loads here too. Otherwise load a '
+            'checkpoint of this model, or call init_weights() first.')
+    module.frozen_weights_set = True
 
 
 def _strip_module_prefix(state: Mapping[str, torch.Tensor]) -> StateDict:
     """mmengine's ``revise_keys`` default: drop a leading ``module.``."""
-    return OrderedDict((k[7:] if k.startswith('module.') else k, v)
-                       for k, v in state.items())
+    def strip(key: str) -> str:
+        return key[7:] if key.startswith('module.') else key
+
+    out = _state_like(((strip(k), v) for k, v in state.items()), state)
+    out._metadata = OrderedDict(
+        (strip(k), v) for k, v in out._metadata.items())
+    return out
 
 
-def check_tuned_state(model: nn.Module,
-                      tuned: Mapping[str, torch.Tensor],
-                      omitted: Iterable[str] = (),
-                      source: str = 'the checkpoint') -> None:
-    """Strictly check ``tuned`` against ``model``: every key is the model's,
-    shapes agree, and ``tuned`` plus ``omitted`` cover the whole state."""
+@dataclass
+class StateFit:
+    """How a checkpoint's tensors fit a model (model keys throughout)."""
+    fits: List[str] = field(default_factory=list)
+    mismatched: List[str] = field(default_factory=list)  # 'key: shapes'
+    unexpected: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    # omitted tensors (the base weights') that the model does not have
+    base_unexpected: List[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return not (self.mismatched or self.unexpected or self.missing
+                    or self.base_unexpected)
+
+    def describe(self) -> str:
+        parts = []
+        if self.mismatched:
+            parts.append('Shape mismatches (checkpoint vs model): '
+                         f'{_preview(self.mismatched)}.')
+        if self.unexpected:
+            parts.append(f'Not in the model: {_preview(self.unexpected)}.')
+        if self.base_unexpected:
+            parts.append('Omitted as base weights but not in the model '
+                         '(another architecture?): '
+                         f'{_preview(self.base_unexpected)}.')
+        if self.missing:
+            parts.append('Left unloaded (neither in the checkpoint nor '
+                         'provided by the base weights): '
+                         f'{_preview(self.missing)}.')
+        return ' '.join(parts)
+
+
+PARTIAL_HINT = ('To load only the tensors that fit, pass --load-partial '
+                '(tools/test.py, tools/infer.py, tools/train.py with '
+                'load_from) or set TunedCheckpointHook(load_partial=True).')
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor],
+                     source: str = 'the checkpoint',
+                     provided: Iterable[str] = (),
+                     partial: bool = False) -> StateFit:
+    """Check ``state`` against ``model``: every key is the model's, shapes
+    agree, and ``state`` plus ``provided`` (the base weights' keys) cover
+    the whole state (BN ``num_batches_tracked`` aside, as in mmengine).
+
+    Raises :class:`CheckpointMismatch` listing every misfit; with
+    ``partial=True`` logs a summary instead, except when the base weights
+    do not fit (a base loads all or nothing).
+    """
     target = unwrap_model(model).state_dict()
-    tuned = _strip_module_prefix(tuned)
-    unexpected = [k for k in tuned if k not in target]
-    shapes = [f'{k}: {tuple(v.shape)} vs model {tuple(target[k].shape)}'
-              for k, v in tuned.items()
-              if k in target and tuple(v.shape) != tuple(target[k].shape)]
-    covered = set(tuned) | set(omitted)
-    missing = [k for k in target if k not in covered]
-    if unexpected or shapes or missing:
-        raise TunedCheckpointError(
-            f'{source} does not fit the model. '
-            + (f'Shape mismatches: {_preview(shapes)}. ' if shapes else '')
-            + (f'Not in the model: {_preview(unexpected)}. '
-               if unexpected else '')
-            + (f'Left unloaded (neither in the checkpoint nor provided by '
-               f'the base weights): {_preview(missing)}.' if missing else ''))
+    fit = StateFit()
+    for key, value in state.items():
+        shape = tuple(getattr(value, 'shape', ()))
+        if key not in target:
+            fit.unexpected.append(key)
+        elif shape != tuple(target[key].shape):
+            fit.mismatched.append(
+                f'{key}: {shape} vs model {tuple(target[key].shape)}')
+        else:
+            fit.fits.append(key)
+    for key in provided:
+        (fit.fits if key in target else fit.base_unexpected).append(key)
+    given = set(fit.fits) | set(state)
+    fit.missing = [k for k in target if k not in given
+                   and not k.endswith('num_batches_tracked')]
+    if fit.exact:
+        return fit
+    if not partial or fit.base_unexpected:
+        raise CheckpointMismatch(
+            f'{source} does not fit the model. {fit.describe()} ' +
+            (PARTIAL_HINT if not fit.base_unexpected else
+             'A tuned checkpoint\'s base weights load all or nothing, also '
+             'with --load-partial.'))
+    skipped = len(fit.mismatched) + len(fit.unexpected)
+    _log(f'Partial load of {source}: {len(fit.fits)} of the model\'s '
+         f'{len(target)} tensors come from it, {skipped} of its tensors are '
+         f'skipped and {len(fit.mismatched) + len(fit.missing)} model '
+         f'tensors keep the values the config initialises. '
+         f'{fit.describe()}', logging.WARNING)
+    return fit
+
+
+def tuned_record(checkpoint: Mapping,
+                 source: str = 'the checkpoint') -> Optional[BaseRecord]:
+    """The base record of a tuned checkpoint (None for a full one), read
+    from its meta, which every format version has."""
+    if not is_tuned_checkpoint(checkpoint):
+        return None
+    return BaseRecord.from_meta(checkpoint['meta'][TUNED_META_KEY], source)
+
+
+def checkpoint_state(model: nn.Module, checkpoint: Mapping,
+                     source: str = 'the checkpoint',
+                     check_base_hash: bool = True,
+                     base_path: Optional[str] = None,
+                     partial: bool = False) -> StateDict:
+    """The state dict to load into ``model`` from ``checkpoint``, checked.
+
+    Checks every tensor against the model (:func:`check_state_fits`). For a
+    tuned checkpoint, then loads the base weights into ``model.<module>``
+    (:func:`load_base_weights`, ``base_path`` overriding where the file is
+    looked for) and adds the omitted tensors. With ``partial=True`` the
+    tensors that do not fit are left out (summary logged) and, if some of
+    the model's are then missing, the model is initialised from its config
+    first (``init_weights``), so they never keep construction-time values.
+
+    ``TunedCheckpointHook`` puts the result back into the checkpoint before
+    mmengine loads it; :func:`load_tuned_checkpoint` loads it itself.
+    """
+    net = unwrap_model(model)
+    state = _strip_module_prefix(checkpoint['state_dict'])
+    record = tuned_record(checkpoint, source)
+    if record is not None and getattr(net, record.module, None) is None:
+        raise CheckpointMismatch(
+            f'{source} stores the tuned part of a model whose '
+            f'`{record.module}` comes from base weights, but this model has '
+            'no such module')
+    fit = check_state_fits(net, state, source,
+                           record.model_keys() if record else (), partial)
+    if not fit.exact:
+        fits = set(fit.fits)
+        state = _state_like(
+            ((k, v) for k, v in state.items() if k in fits), state)
+        if fit.missing or fit.mismatched:
+            net.init_weights()  # a no-op where training already ran it
+    if record is not None:
+        base = load_base_weights(getattr(net, record.module), record,
+                                 base_path, check_base_hash, source)
+        for key, value in base.items():
+            state.setdefault(f'{record.module}.{key}', value)
+    return state
 
 
 def read_checkpoint(path: str, key: Optional[str] = None) -> dict:
@@ -576,23 +890,18 @@ def read_checkpoint(path: str, key: Optional[str] = None) -> dict:
 def load_tuned_checkpoint(model: nn.Module,
                           checkpoint: Union[str, Mapping],
                           check_base_hash: bool = True,
-                          base_path: Optional[str] = None) -> dict:
-    """Load a tuned or a full checkpoint into ``model``, strictly.
-
-    A tuned checkpoint: base weights first (:func:`prepare_tuned_load`),
-    then its tensors. A full one: every key of the model must be there.
-    Returns the checkpoint dict.
-    """
+                          base_path: Optional[str] = None,
+                          partial: bool = False) -> dict:
+    """Load a tuned or a full checkpoint into ``model``, strictly (see
+    :func:`checkpoint_state`; ``partial=True`` loads what fits). Returns
+    the checkpoint dict."""
     source = checkpoint if isinstance(checkpoint, str) else 'the checkpoint'
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint,
                                                      str) else checkpoint
     net = unwrap_model(model)
-    if is_tuned_checkpoint(ckpt):
-        prepare_tuned_load(net, ckpt, check_base_hash, base_path, source)
-    else:
-        check_tuned_state(net, ckpt['state_dict'], (), source)
-    net.load_state_dict(_strip_module_prefix(ckpt['state_dict']),
-                        strict=False)
+    state = checkpoint_state(net, ckpt, source, check_base_hash, base_path,
+                             partial)
+    net.load_state_dict(state, strict=False)  # checked above
     return ckpt
 
 
@@ -630,7 +939,7 @@ def extract_tuned(model: nn.Module,
     if is_tuned_checkpoint(ckpt):
         ckpt = merge_tuned(model, ckpt, check_base_hash, base_path)
     full = _strip_module_prefix(ckpt['state_dict'])
-    check_tuned_state(model, full, (), source)
+    check_state_fits(model, full, source)
     plan = plan_tuned(model, base_path=base_path, state_dict=full,
                       require=True)
     meta = dict(ckpt.get('meta') or {})

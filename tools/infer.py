@@ -13,7 +13,8 @@ their base weights from the config's ``init_cfg``; the config's
 
 An image that cannot be read is reported and skipped; the exit status is
 then 1 and the failures are listed at the end. A checkpoint that does not
-fit the config, or inputs without any image, stop with status 2.
+fit the config (the error lists the keys and shapes; ``--load-partial``
+loads what fits instead), or inputs without any image, stop with status 2.
 """
 import argparse
 import os.path as osp
@@ -45,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         help='load a tuned-only checkpoint even if the base weights file '
         'differs from the one it was saved with')
     parser.add_argument(
+        '--load-partial', action='store_true',
+        help='load only the checkpoint tensors that fit the model (others '
+        'keep the config\'s initialisation) and print what was loaded, '
+        'skipped and missing, instead of stopping on a mismatch')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. model.test_cfg.mode=whole')
     args = parser.parse_args()
@@ -70,7 +76,8 @@ def main() -> int:
         check_checkpoint_file(args.checkpoint, 'argument CHECKPOINT')
         model = init_segmentor(args.config, args.checkpoint, args.device,
                                args.cfg_options,
-                               check_base_hash=not args.ignore_base_hash)
+                               check_base_hash=not args.ignore_base_hash,
+                               load_partial=args.load_partial)
     except (FileNotFoundError, CheckpointFileError, TunedCheckpointError,
             RuntimeError) as err:
         print(f'error: {err}', file=sys.stderr)

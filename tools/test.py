@@ -46,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         '--ignore-base-hash', action='store_true',
         help='load a tuned-only checkpoint even if the base weights file '
         'differs from the one it was saved with (only a warning)')
+    parser.add_argument(
+        '--load-partial', action='store_true',
+        help='load only the checkpoint tensors that fit the model (others '
+        'keep the config\'s initialisation) and log what was loaded, '
+        'skipped and missing, instead of stopping on a mismatch')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -57,7 +62,8 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
     cfg.load_from = args.checkpoint
-    configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
+    configure_tuned_checkpoints(cfg, not args.ignore_base_hash,
+                                args.load_partial)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:

@@ -36,6 +36,11 @@ def parse_args() -> argparse.Namespace:
         '--ignore-base-hash', action='store_true',
         help='resume / load_from a tuned-only checkpoint even if the base '
         'weights file differs from the one it was saved with')
+    parser.add_argument(
+        '--load-partial', action='store_true',
+        help='load_from: load only the checkpoint tensors that fit the model '
+        '(others keep their initialisation) and log a summary, instead of '
+        'stopping on a mismatch; not with --resume')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic-mixed-precision training')
     parser.add_argument(
@@ -47,6 +52,9 @@ def parse_args() -> argparse.Namespace:
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.load_partial and args.resume is not None:
+        parser.error('--load-partial does not apply to --resume: a resumed '
+                     'run needs the exact model its optimizer state is for')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -59,7 +67,8 @@ def main() -> None:
         enable_amp(cfg)
     set_resume(cfg, args.resume)
     configure_exact_resume(cfg)
-    configure_tuned_checkpoints(cfg, not args.ignore_base_hash)
+    configure_tuned_checkpoints(cfg, not args.ignore_base_hash,
+                                args.load_partial)
     build_runner(cfg).train()
     finish_distributed()
 

@@ -88,7 +88,8 @@ def init_segmentor(config: Union[str, Path, Config],
                    checkpoint: Optional[str] = None,
                    device: str = 'cpu',
                    cfg_options: Optional[dict] = None,
-                   check_base_hash: bool = True) -> nn.Module:
+                   check_base_hash: bool = True,
+                   load_partial: bool = False) -> nn.Module:
     """Build the segmentor of ``config`` and load ``checkpoint``.
 
     Args:
@@ -102,6 +103,9 @@ def init_segmentor(config: Union[str, Path, Config],
             ``{'model.test_cfg.mode': 'whole'}``).
         check_base_hash: For tuned-only checkpoints, require the base
             weights file to be the one the checkpoint was saved with.
+        load_partial: Load only the checkpoint's tensors that fit the model
+            (the rest keep the config's initialisation; a summary is
+            logged) instead of raising :class:`CheckpointMismatchError`.
 
     Returns:
         The model in eval mode on ``device``, with ``model.cfg`` (the config)
@@ -139,7 +143,8 @@ def init_segmentor(config: Union[str, Path, Config],
                 f'Cannot read checkpoint {checkpoint}: {type(err).__name__}: '
                 f'{err}') from err
         try:
-            load_tuned_checkpoint(model, ckpt, check_base_hash)
+            load_tuned_checkpoint(model, ckpt, check_base_hash,
+                                  partial=load_partial)
         except TunedCheckpointError as err:
             cfg_name = config if isinstance(config, (str, Path)) else \
                 'the given config'

@@ -6,9 +6,9 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from ..checkpoint import (BASE_MODULE, TUNED_META_KEY, TunedPlan,
-                          is_tuned_checkpoint, plan_tuned, prepare_tuned_load,
-                          state_bytes, unwrap_model)
+from ..checkpoint import (BASE_MODULE, TunedPlan, checkpoint_state,
+                          is_tuned_checkpoint, plan_tuned, state_bytes,
+                          unwrap_model)
 
 
 def _mb(n: int) -> str:
@@ -30,10 +30,12 @@ class TunedCheckpointHook(Hook):
     checkpoints stay full.
 
     Loading (``after_load_checkpoint``, i.e. ``load_from``, ``--resume`` and
-    ``tools/test.py``): for a tuned checkpoint, loads the base weights first
-    through the backbone's ``init_weights`` (``Runner.test`` never calls it),
-    checks the hash and that everything is covered, then lets mmengine load
-    the tuned tensors. Full checkpoints load as before.
+    ``tools/test.py``): every checkpoint must fit the model exactly (keys and
+    shapes; the error lists what does not) unless ``load_partial``. For a
+    tuned checkpoint the base weights load first, through the backbone's
+    ``init_weights`` (``Runner.test`` never calls it), with the hash checked;
+    mmengine then loads the completed state dict
+    (:func:`~mmseg_vpt.checkpoint.checkpoint_state`).
 
     Args:
         module (str): The segmentor attribute the base weights initialise.
@@ -42,15 +44,22 @@ class TunedCheckpointHook(Hook):
             from the recorded one (otherwise only warn). Default: True.
         enabled (bool): Write tuned-only checkpoints. Loading them is always
             supported. Default: True.
+        load_partial (bool): Load only the tensors of a ``load_from`` /
+            test checkpoint that fit the model, logging what was loaded,
+            skipped and left to the config's initialisation, instead of
+            stopping (``--load-partial``). Never applies to ``--resume``.
+            Default: False.
     """
 
     priority = 'VERY_LOW'  # filter after other hooks have added state
 
     def __init__(self, module: str = BASE_MODULE,
-                 check_base_hash: bool = True, enabled: bool = True) -> None:
+                 check_base_hash: bool = True, enabled: bool = True,
+                 load_partial: bool = False) -> None:
         self.module = module
         self.check_base_hash = check_base_hash
         self.enabled = enabled
+        self.load_partial = load_partial
         self._plan: Optional[Union[TunedPlan, str]] = None
 
     def _get_plan(self, runner) -> Optional[TunedPlan]:
@@ -101,19 +110,17 @@ class TunedCheckpointHook(Hook):
         plan.apply(checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not is_tuned_checkpoint(checkpoint):
-            return
-        source = getattr(runner, '_load_from', None) or 'the checkpoint'
-        prepare_tuned_load(runner.model, checkpoint, self.check_base_hash,
-                           source=f'tuned checkpoint {source}')
-        # Hand mmengine the base tensors as well (the model's own, just
-        # loaded and checked), so that its non-strict load does not report
-        # them as missing; loading a tensor onto itself changes nothing.
-        omitted = checkpoint['meta'][TUNED_META_KEY]['omitted']
-        num_tuned = len(checkpoint['state_dict'])
-        state = unwrap_model(runner.model).state_dict()
-        for key in omitted:
-            checkpoint['state_dict'].setdefault(key, state[key])
-        runner.logger.info(
-            f'Tuned checkpoint {source}: loaded {len(omitted)} tensors from '
-            f'the base weights; its {num_tuned} tuned tensors load next.')
+        name = getattr(runner, '_load_from', None) or \
+            f'the latest checkpoint in {runner.work_dir}'
+        kind = 'tuned checkpoint' if is_tuned_checkpoint(checkpoint) else \
+            'checkpoint'
+        partial = self.load_partial
+        if partial and getattr(runner, '_resume', False):
+            runner.logger.warning(
+                'load_partial (--load-partial) does not apply to resuming: a '
+                'resumed run needs the exact model its optimizer state is '
+                'for.')
+            partial = False
+        checkpoint['state_dict'] = checkpoint_state(
+            runner.model, checkpoint, f'{kind} {name}', self.check_base_hash,
+            partial=partial)

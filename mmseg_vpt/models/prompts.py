@@ -127,6 +127,10 @@ class PromptTuningMixin:
     * ``prompt_proj`` (optional): ``nn.Linear`` from ``prompt_proj_dims`` to
       the layer width, for lower-dimensional prompts.
     * ``prompt_dropout``: applied every time prompts enter a layer.
+
+    ``frozen_weights_set`` is False until ``init_weights`` runs or a state
+    dict provides every frozen weight; until then a load that lacks some of
+    them is refused (see :meth:`_load_from_state_dict`).
     """
 
     def init_prompt_tuning(self,
@@ -165,6 +169,7 @@ class PromptTuningMixin:
 
         self.prompt_length = prompt_length
         self.prompt_init = prompt_init
+        self.frozen_weights_set = False
         self.frozen_eval = frozen_eval
         num_layers = sum(stage_depths)
         layers = resolve_prompt_layers(prompt_layers, num_layers)
@@ -264,6 +269,7 @@ class PromptTuningMixin:
         :func:`~mmseg_vpt.models.pretrained.load_pretrained`): a frozen
         backbone cannot recover from weights its parent's non-strict load
         silently skipped. Otherwise the parent's init, then the prompts'."""
+        self.frozen_weights_set = True  # on purpose, from a file or random
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             load_pretrained(self, cfg['checkpoint'], self.pretrained_optional)
@@ -272,6 +278,19 @@ class PromptTuningMixin:
         super().init_weights()
         # the parent's random init re-initialises every Linear layer
         self.reset_prompts()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              *args, **kwargs) -> None:
+        """Load a tuned-only checkpoint's base weights first, from the record
+        it carries in the state dict's metadata, and refuse to leave frozen
+        weights random (:func:`mmseg_vpt.checkpoint.load_into_backbone`).
+        Here rather than in a tool, so that mmseg's ``init_model``,
+        ``MMSegInferencer`` and mmengine's ``load_checkpoint`` get it too."""
+        # imported here: mmseg_vpt.checkpoint imports this module
+        from ..checkpoint import load_into_backbone
+        load_into_backbone(self, state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      *args, **kwargs)
 
     def train(self, mode: bool = True):
         """Keep the frozen backbone in eval mode, as the VPT reference does,

@@ -127,20 +127,25 @@ def configure_exact_resume(cfg: Config) -> None:
 
 
 def configure_tuned_checkpoints(cfg: Config,
-                                check_base_hash: bool = True) -> None:
+                                check_base_hash: bool = True,
+                                load_partial: bool = False) -> None:
     """Make sure ``cfg`` has a ``TunedCheckpointHook``, so that a tuned-only
-    checkpoint never loads without its base weights; ``check_base_hash=False``
-    (``--ignore-base-hash``) lets it load on a base file whose hash differs
-    from the recorded one."""
+    checkpoint never loads without its base weights and a checkpoint that
+    does not fit the model stops the run; ``check_base_hash=False``
+    (``--ignore-base-hash``) lets a tuned checkpoint load on a base file
+    whose hash differs from the recorded one, ``load_partial=True``
+    (``--load-partial``) loads only the tensors that fit."""
     hooks = list(cfg.get('custom_hooks') or [])
     ours = [h for h in hooks if h.get('type') in (
         'TunedCheckpointHook', 'mmseg.TunedCheckpointHook')]
     if not ours:
         hooks.append(dict(type='TunedCheckpointHook'))
         ours = hooks[-1:]
-    if not check_base_hash:
-        for hook in ours:
+    for hook in ours:
+        if not check_base_hash:
             hook['check_base_hash'] = False
+        if load_partial:
+            hook['load_partial'] = True
     cfg.custom_hooks = hooks
 
 
