@@ -144,6 +144,30 @@ def test_swin_fast_path_is_batch_independent():
                 assert_close(a[0], b[i])
 
 
+def test_swin_fast_path_takes_attention_outputs_in_another_memory_layout(
+        monkeypatch):
+    """CUDA's SDPA kernels return (B, H, L, d) outputs laid out as
+    (B, L, H, d); the shifted-window path once ``view``-ed them and failed on
+    the GPU ('view size is not compatible'). Emulate that layout on CPU."""
+    model = VPTSwinTransformer(**SWIN, prompt_length=5)
+    randomize_(model)
+    model.eval()
+    x = torch.randn(2, 3, 56, 72)
+    with torch.no_grad():
+        expected = model(x)
+    sdpa = F.scaled_dot_product_attention
+
+    def cuda_like_layout(*args, **kwargs):
+        out = sdpa(*args, **kwargs)
+        return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', cuda_like_layout)
+    with torch.no_grad():
+        got = model(x)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize('fused', [True, False])
 def test_swin_trains_after_inference_mode_filled_the_window_caches(fused):
     """The cached index maps and shift masks are built once per shape; when

@@ -195,7 +195,8 @@ class VPTWindowMSA(WindowMSA):
         k, v = (t.reshape(B, nW * heads, S, d) for t in (k, v))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)
-        return out.view(BnW, heads, L, d)
+        # reshape, not view: CUDA kernels may return another memory layout
+        return out.reshape(BnW, heads, L, d)
 
 
 @functools.lru_cache(maxsize=64)
