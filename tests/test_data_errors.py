@@ -326,7 +326,7 @@ def test_empty_image_folder_names_folder_and_config_key(case):
         image.rename(image.with_suffix('.jpeg'))  # a wrong suffix
     failure = _train_fails(case)
     assert (f"The image folder '{folder}' (config key "
-            '`<train|val|test>_dataloader.dataset.data_prefix.img_path`, '
+            '`train_dataloader.dataset.data_prefix.img_path`, '
             f"relative to `data_root` '{ADE}') holds no '*.jpg' files: it "
             f"holds {NUM_TRAIN} '*.jpeg'.") in failure
 

@@ -8,7 +8,7 @@ and ``MMSegInferencer`` look up by name, so the checks live here and in
 ``SegDataCheckHook`` rather than in transforms.
 """
 import os.path as osp
-from typing import List
+from typing import List, Optional
 
 from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS
@@ -33,7 +33,19 @@ class CheckedADE20KDataset(NameUnreadableFiles, ADE20KDataset):
 
     Annotation format and size, and label values, are checked by
     ``SegDataCheckHook``, which knows the model's class count.
+
+    Args:
+        config_key (str, optional): Where this dataset sits in the config,
+            e.g. ``'train_dataloader.dataset'``, for the messages (a dataset
+            does not know which dataloader holds it; the ADE20K configs set
+            it). Default: None, which names all three.
+        *args, **kwargs: Arguments of mmseg's ``ADE20KDataset``.
     """
+
+    def __init__(self, *args, config_key: Optional[str] = None, **kwargs):
+        # set before the parent's __init__, which lists the data
+        self.config_key = config_key or '<train|val|test>_dataloader.dataset'
+        super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:
         img_dir = self.data_prefix.get('img_path', '')
@@ -47,7 +59,8 @@ class CheckedADE20KDataset(NameUnreadableFiles, ADE20KDataset):
                             self.seg_map_suffix))
         for folder, what, key, suffix in folders:
             # a list file may name a subset: then only the folder must exist
-            check_split_folder(folder, what, f'data_prefix.{key}',
+            check_split_folder(folder, what,
+                               f'{self.config_key}.data_prefix.{key}',
                                self.data_root, None if ann_file else suffix,
                                self.backend_args)
         data_list = super().load_data_list()

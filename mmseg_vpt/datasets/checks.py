@@ -54,15 +54,13 @@ def check_split_folder(folder: str, what: str, key: str, data_root: str,
         folder: The folder the dataset reads (``data_root`` joined with the
             ``data_prefix`` entry).
         what: ``'image'`` or ``'annotation'``.
-        key: The dataset config key that names it, e.g.
-            ``'data_prefix.img_path'``.
+        key: The config key that names it, e.g.
+            ``'train_dataloader.dataset.data_prefix.img_path'``.
         data_root: The dataset's ``data_root``, for the message.
         suffix: The file suffix the dataset looks for (``img_suffix`` /
             ``seg_map_suffix``); None to check only that the folder exists.
     """
-    # a dataset does not know which dataloader holds it: name the key in
-    # each (the traceback shows whether the train, val or test loop failed)
-    where = (f'config key `<train|val|test>_dataloader.dataset.{key}`' +
+    where = (f'config key `{key}`' +
              (f', relative to `data_root` {data_root!r}' if data_root else
               ''))
     if not fileio.isdir(folder, backend_args=backend_args):

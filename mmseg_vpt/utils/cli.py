@@ -31,12 +31,27 @@ def load_config(config: str,
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    name_dataset_keys(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def name_dataset_keys(cfg: Config) -> None:
+    """Tell each ``CheckedADE20KDataset`` which dataloader holds it, so
+    that its folder errors name the exact config key (a dataset cannot know
+    it; without this they name all three)."""
+    for name in ('train', 'val', 'test'):
+        loader = cfg.get(f'{name}_dataloader')
+        dataset = loader.get('dataset') if loader else None
+        if dataset is not None and str(dataset.get('type')).endswith(
+                'CheckedADE20KDataset'):
+            # a copy: test_dataloader may be the same dict as val's
+            loader.dataset = dict(
+                dataset, config_key=f'{name}_dataloader.dataset')
 
 
 def enable_amp(cfg: Config) -> None:
