@@ -17,13 +17,13 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from mmseg_vpt.datasets.synthetic_ade20k import make_synthetic_ade20k
 from mmseg_vpt.engine.rank_watchdog import (EXIT_CODE, TIMEOUT_ENV,
                                             RankWatchdog, RankWatchdogHook)
 from mmseg_vpt.utils.dist import (COLLECTIVE_TIMEOUT, add_rank_watchdog,
                                   prepare_distributed, set_collective_timeout)
 
-from .tools_helpers import PYTHON, REPO, free_port, short_schedule, train_cmd
+from .tools_helpers import (PYTHON, REPO, free_port, short_schedule,
+                            synthetic_workspace, train_cmd)
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
 # watchdog timeout in the 2-process runs (MMSEG_VPT_RANK_TIMEOUT)
@@ -172,10 +172,7 @@ def test_gpu_runs_get_the_timeout_for_mmengine_and_the_watchdog(monkeypatch):
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('dist_watchdog')
-    make_synthetic_ade20k(
-        root / 'data/synthetic_ade20k', num_train=8, num_val=3, img_size=64,
-        show_progress=False)
+    root = synthetic_workspace(tmp_path_factory, 'dist_watchdog')
     return root
 
 

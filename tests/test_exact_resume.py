@@ -28,7 +28,6 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmseg_vpt.datasets.synthetic_ade20k import make_synthetic_ade20k
 from mmseg_vpt.engine.resume import (RNG_KEY, ResumableCheckpointHook,
                                      capture_rng_state, restore_rng_state)
 from mmseg_vpt.engine.work_dir import (WorkDirInUseError, WorkDirLock,
@@ -39,7 +38,8 @@ from mmseg_vpt.utils.cli import (AUTO_RESUME, configure_exact_resume,
                                  load_config, set_resume)
 
 from .tools_helpers import (PYTHON, REPO, free_port, read_checkpoint, run,
-                            run_fails, short_schedule, train_cmd)
+                            run_fails, short_schedule, synthetic_workspace,
+                            train_cmd)
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
 MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
@@ -64,10 +64,7 @@ def options(num_workers: int = 0) -> List[str]:
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('resume')
-    make_synthetic_ade20k(
-        root / 'data/synthetic_ade20k', num_train=8, num_val=3, img_size=64,
-        show_progress=False)
+    root = synthetic_workspace(tmp_path_factory, 'resume')
     return root
 
 

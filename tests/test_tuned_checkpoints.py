@@ -18,12 +18,11 @@ from mmseg_vpt.checkpoint import (TUNED_META_KEY, BaseWeightsMismatch,
                                   TunedCheckpointError, extract_tuned,
                                   load_tuned_checkpoint, merge_tuned,
                                   plan_tuned, split_tuned)
-from mmseg_vpt.datasets.synthetic_ade20k import make_synthetic_ade20k
 from mmseg_vpt.utils.param_report import (format_report, model_report,
                                           param_report)
 
 from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values, run,
-                            short_schedule, train_cmd)
+                            short_schedule, synthetic_workspace, train_cmd)
 
 VIT_DEMO = 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py'
 SWIN_VPT = 'configs/vpt/upernet_swin_vpt_ade20k.py'
@@ -353,10 +352,7 @@ def test_vit_l_vpt_deep_task_file_is_under_5_percent_of_the_full_model(
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('tuned')
-    make_synthetic_ade20k(
-        root / 'data/synthetic_ade20k', num_train=8, num_val=3, img_size=64,
-        show_progress=False)
+    root = synthetic_workspace(tmp_path_factory, 'tuned')
     torch.manual_seed(0)
     write_base(demo_cfg(), root / 'base.pth')
     return root

@@ -80,3 +80,15 @@ def short_schedule(iters: int, batch_size: int = 2) -> List[str]:
         'default_hooks.logger.interval=1',
         f'train_dataloader.batch_size={batch_size}',
     ] + no_workers()
+
+
+def synthetic_workspace(tmp_path_factory, name: str) -> Path:
+    """A temporary folder holding a small generated ADE20K-layout dataset at
+    ``data/synthetic_ade20k`` (8 training, 3 validation images of 64 px),
+    where the demo configs look for it when run from that folder."""
+    from mmseg_vpt.datasets.synthetic_ade20k import make_synthetic_ade20k
+    root = tmp_path_factory.mktemp(name)
+    make_synthetic_ade20k(
+        root / 'data/synthetic_ade20k', num_train=8, num_val=3, img_size=64,
+        show_progress=False)
+    return root
