@@ -30,37 +30,37 @@ log_level = 'INFO'
 load_from = None
 resume = False
 
-# TrainableParamsHook logs total / trainable / prompt parameter counts before
-# training. TunedCheckpointHook writes tuned-only checkpoints when the
-# backbone is frozen and loads from Pretrained base weights (the shared base
-# is not copied into every task's checkpoint), and loads such checkpoints
-# on top of the base weights (load_from, --resume, tools/test.py).
-# BatchNormInputCheckHook stops a run whose BatchNorm layer gets one value
-# per channel (one image per GPU into UperNet's 1x1 pyramid pooling) with
-# the layer named and the fixes, instead of torch's bare error.
+# The project's hooks (mmseg_vpt/engine/):
+# - TrainableParamsHook: total / trainable / prompt parameter counts before
+#   training.
+# - TunedCheckpointHook: tuned-only checkpoints when the backbone is frozen
+#   and loads Pretrained base weights (the shared base is not copied into
+#   every task's checkpoint); loads such checkpoints on top of the base
+#   weights (load_from, --resume, tools/test.py).
+# - BatchNormInputCheckHook: a BatchNorm layer that gets one value per
+#   channel (one image per GPU into UperNet's 1x1 pyramid pooling) stops the
+#   run with the layer named and the fixes, instead of torch's bare error.
+# - SegDataCheckHook: a bad annotation stops the run, naming the file: label
+#   values outside [0, num_classes) other than the ignore index (after
+#   reduce_zero_label), a size other than its image's, several channels or
+#   values above 255.
+# - WorkDirLockHook: a second training run in a work dir that a live run
+#   uses is refused (two runs would overwrite each other's checkpoints).
+#   Exact, atomic resume is the schedules' checkpoint hook,
+#   ResumableCheckpointHook (default_hooks can be set in one base file
+#   only).
+# - RankWatchdogHook (distributed runs only): a rank whose heartbeat stops
+#   for `timeout` seconds (stopped, killed, machine down) is named in an
+#   ERROR, and every other rank exits with status 3.
+#   MMSEG_VPT_RANK_TIMEOUT overrides the timeout; 0 turns it off.
 custom_hooks = [
     dict(type='TrainableParamsHook'),
     dict(type='TunedCheckpointHook', check_base_hash=True),
     dict(type='BatchNormInputCheckHook'),
+    dict(type='SegDataCheckHook'),
+    dict(type='WorkDirLockHook'),
+    dict(type='RankWatchdogHook', timeout=120),
 ]
-# SegDataCheckHook stops on a bad annotation, naming the file: label values
-# outside [0, num_classes) other than the ignore index (after
-# reduce_zero_label), an annotation whose size differs from its image's, or
-# one with several channels or values above 255.
-custom_hooks.append(dict(type='SegDataCheckHook'))
-
-# Exact resume (mmseg_vpt/engine/work_dir.py, resume.py). WorkDirLockHook
-# stops a second training run in a work dir another live run is using (two
-# runs overwrite each other's checkpoints). The schedules' checkpoint hook is
-# ResumableCheckpointHook: atomic checkpoints that resume bit-exactly
-# (default_hooks can only be set in one base file, so it is set there).
-custom_hooks += [dict(type='WorkDirLockHook')]
 
 # used by tools/test.py --tta
 tta_model = dict(type='SegTTAModel')
-
-# RankWatchdogHook (distributed runs only): a rank whose heartbeat stops for
-# `timeout` seconds (stopped, killed, machine down) is named in an ERROR, and
-# every other rank exits with status 3. MMSEG_VPT_RANK_TIMEOUT overrides the
-# timeout; 0 turns it off.
-custom_hooks.append(dict(type='RankWatchdogHook', timeout=120))
