@@ -28,9 +28,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from mmengine.config import Config
 
-from ..checkpoint import (has_frozen_parameters, model_from_config,
-                          split_tuned)
+from ..checkpoint import model_from_config, split_tuned
 from ..engine.hooks import count_parameters
+from ..models.prompts import has_frozen_parameters
 from .logging_utils import mmengine_log_level
 
 FP32 = 4
