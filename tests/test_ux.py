@@ -137,6 +137,17 @@ def test_constructor_summarises_frozen_parameters_and_builds_the_same_groups():
     assert summary == [
         'Optimizer: 6 parameter tensors (60 parameters) have '
         'requires_grad=False and are not trained: backbone (4), neck (2)']
+    # mmengine's one line per trained tensor and setting ...
+    assert sorted(m for m in plain_log if 'paramwise_options' in m) == [
+        'paramwise_options -- head.bias:lr=1.0',
+        'paramwise_options -- head.bias:lr_mult=10.0',
+        'paramwise_options -- head.weight:lr=1.0',
+        'paramwise_options -- head.weight:lr_mult=10.0']
+    # ... become one line
+    assert not any('paramwise_options' in m for m in log)
+    assert [m for m in log if m.startswith('Optimizer paramwise')] == [
+        'Optimizer paramwise settings: lr=1.0 for 2 tensors (head 2); '
+        'lr_mult=10.0 for 2 tensors (head 2)']
 
 
 @pytest.mark.slow
@@ -150,6 +161,10 @@ def test_train_logs_one_frozen_summary_and_no_line_per_parameter(workspace):
     log = run(train_cmd(VIT_DEMO, workspace / 'vit_log', '--cfg-options',
                         *short_schedule(1)), cwd=workspace)
     assert SKIPPED not in log
+    assert 'paramwise_options --' not in log
+    settings = [line for line in log.splitlines()
+                if 'Optimizer paramwise settings: ' in line]
+    assert len(settings) == 1, settings
     summary = [line for line in log.splitlines() if 'Optimizer: ' in line]
     assert len(summary) == 1, summary
     assert summary[0].endswith(
