@@ -33,8 +33,11 @@ def assert_outputs_equal(a, b) -> None:
 
 
 def snapshot(module: nn.Module) -> Dict[str, torch.Tensor]:
-    """A detached copy of every parameter and buffer."""
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    """A detached copy of every parameter and buffer (non-persistent
+    buffers, such as a rotary embedding's, included)."""
+    tensors = dict(module.named_buffers())
+    tensors.update(module.state_dict())
+    return {k: v.detach().clone() for k, v in tensors.items()}
 
 
 def make_batch(batch_size: int = 4, size: Sequence[int] = (32, 32),

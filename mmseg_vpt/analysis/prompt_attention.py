@@ -1,14 +1,17 @@
 """Where prompts attend, and what attends to them, layer by layer.
 
-For a VPT backbone (``VPTVisionTransformer`` or ``VPTSwinTransformer``) and
-a set of layers, :class:`PromptAttentionRecorder` captures, with forward
-pre-hooks that only read, what each selected layer's attention module is
-given: the input of the ViT layer's ``nn.MultiheadAttention``; the windows,
-shift mask and prompts of the Swin block's ``WindowMSA``, and its token
-grid. :meth:`~PromptAttentionRecorder.maps` then has those modules compute
-their attention probabilities (``attention_probs`` of
+For a VPT backbone (``VPTVisionTransformer``, ``VPTSwinTransformer`` or
+``VPTTimmViT``) and a set of layers, :class:`PromptAttentionRecorder`
+captures, with forward pre-hooks that only read, what each selected layer's
+attention module is given: the input of the ViT layer's
+``nn.MultiheadAttention``; the windows, shift mask and prompts of the Swin
+block's ``WindowMSA``, and its token grid; the input (and rotary embedding)
+of a timm block's attention. :meth:`~PromptAttentionRecorder.maps` then has
+those modules compute their attention probabilities (``attention_probs`` of
 ``SDPAMultiheadAttention`` and ``VPTWindowMSA``, from the projections of
-their own forward) and reduces them to two maps over the image tokens:
+their own forward; a timm attention module reruns its own non-fused path,
+whose softmax output its ``attn_drop`` receives) and reduces them to two
+maps over the image tokens:
 
 * ``image_to_prompt``: for every image token, the attention it pays to the
   prompts (summed over prompts, averaged over heads), i.e. the share of its
@@ -46,17 +49,22 @@ class LayerAttention:
 
 
 def _backbone_kind(backbone: nn.Module) -> str:
+    if hasattr(backbone, 'timm_model'):
+        return 'timm'
     if hasattr(backbone, 'stages'):
         return 'swin'
     if hasattr(backbone, 'layers') and hasattr(backbone, 'patch_embed'):
         return 'vit'
-    raise TypeError(f'{type(backbone).__name__} is neither a ViT (layers) '
-                    'nor a Swin (stages) backbone')
+    raise TypeError(f'{type(backbone).__name__} is neither a ViT (layers), '
+                    'a Swin (stages) nor a timm ViT (timm_model) backbone')
 
 
 def _blocks(backbone: nn.Module) -> List[nn.Module]:
     """The layer modules, in execution order."""
-    if _backbone_kind(backbone) == 'vit':
+    kind = _backbone_kind(backbone)
+    if kind == 'timm':
+        return list(backbone.timm_model.blocks)
+    if kind == 'vit':
         return list(backbone.layers)
     return [block for stage in backbone.stages for block in stage.blocks]
 
@@ -118,21 +126,26 @@ class PromptAttentionRecorder:
         return hook
 
     def _record_grid(self, module, args, output) -> None:
-        """The ViT's token grid, from its patch embedding's output."""
+        """The ViT's token grid, from its patch embedding's output (mmseg's:
+        ``(tokens, hw)``; timm's: (B, H, W, C) at dynamic sizes)."""
+        hw = output[1] if self.kind == 'vit' else output.shape[1:3]
         for i in self.layers:
-            self.hw[i] = tuple(int(s) for s in output[1])
+            self.hw[i] = tuple(int(s) for s in hw)
 
     def __enter__(self) -> 'PromptAttentionRecorder':
         self.inputs.clear()
         self.hw.clear()
         pre_hooks = []
-        if self.kind == 'vit':
-            self._handles.append(
-                self.backbone.patch_embed.register_forward_hook(
-                    self._record_grid))
+        if self.kind in ('vit', 'timm'):
+            embed = self.backbone.patch_embed if self.kind == 'vit' else \
+                self.backbone.timm_model.patch_embed
+            self._handles.append(embed.register_forward_hook(
+                self._record_grid))
         for i in self.layers:
             block = self._blocks[i]
-            if self.kind == 'vit':
+            if self.kind == 'timm':
+                pre_hooks.append((block.attn, self._record(i, ['x', 'rope'])))
+            elif self.kind == 'vit':
                 # mmcv's MultiheadAttention wraps torch's, as ``.attn``
                 pre_hooks.append((block.attn.attn,
                                   self._record(i, ['query'])))
@@ -163,7 +176,10 @@ class PromptAttentionRecorder:
         out = []
         for i in self.layers:
             block, hw = self._blocks[i], self.hw[i]
-            if self.kind == 'vit':
+            if self.kind == 'timm':
+                out.append(_timm_maps(self.backbone, block.attn, i,
+                                      self.inputs[i], hw, keep_probs))
+            elif self.kind == 'vit':
                 out.append(_vit_maps(self.backbone, block.attn.attn, i,
                                      self.inputs[i]['query'], hw,
                                      keep_probs))
@@ -173,21 +189,70 @@ class PromptAttentionRecorder:
         return out
 
 
+def timm_attention_probs(attn: nn.Module, x: torch.Tensor,
+                         rope: Optional[torch.Tensor] = None
+                         ) -> torch.Tensor:
+    """The softmax attention (B, heads, N, N) of a timm attention module
+    (``Attention``, ``EvaAttention``, ``AttentionRope``) on ``x``: its own
+    non-fused path, run once more, hands the probabilities to
+    ``attn_drop``, where a hook reads them."""
+    if not (hasattr(attn, 'fused_attn') and isinstance(
+            getattr(attn, 'attn_drop', None), nn.Module)):
+        raise TypeError(f'{type(attn).__name__} has no fused_attn switch '
+                        'and attn_drop module to read its attention from')
+    probs = []
+    handle = attn.attn_drop.register_forward_hook(
+        lambda module, args, output: probs.append(args[0]))
+    fused = attn.fused_attn
+    attn.fused_attn = False
+    try:
+        attn(x) if rope is None else attn(x, rope=rope)
+    finally:
+        attn.fused_attn = fused
+        handle.remove()
+    return probs[0]
+
+
+def _split_tokens(index: int, N: int, prefix: int, hw: HW) -> int:
+    """The number of prompts among ``N`` tokens of a ViT layer."""
+    P = N - prefix - hw[0] * hw[1]
+    if P < 0:
+        raise RuntimeError(
+            f'layer {index}: {N} tokens for a {hw[0]}x{hw[1]} grid')
+    return P
+
+
+def _timm_maps(backbone, attn, index, inputs, hw, keep_probs
+               ) -> LayerAttention:
+    x = inputs['x']
+    P = _split_tokens(index, x.shape[1],
+                      backbone.timm_model.num_prefix_tokens, hw)
+    if P == 0:
+        return LayerAttention(index, 0, hw, None, None)
+    probs = timm_attention_probs(attn, x, inputs.get('rope'))
+    return _token_maps(index, probs, backbone.timm_model.num_prefix_tokens,
+                       P, hw, keep_probs)
+
+
 def _vit_maps(backbone, mha, index, query, hw, keep_probs) -> LayerAttention:
     x = query if mha.batch_first else query.transpose(0, 1)
-    B, N, _ = x.shape
-    H, W = hw
     prefix = int(getattr(backbone, 'with_cls_token', True))
-    P = N - prefix - H * W
-    if P < 0:
-        raise RuntimeError(f'layer {index}: {N} tokens for a {H}x{W} grid')
+    P = _split_tokens(index, x.shape[1], prefix, hw)
     if P == 0:
         return LayerAttention(index, 0, hw, None, None)
     if not hasattr(mha, 'attention_probs'):
         raise TypeError(f'layer {index}: the attention module is a '
                         f'{type(mha).__name__}, which cannot give its '
                         'attention probabilities (attention_probs)')
-    probs = mha.attention_probs(query)
+    return _token_maps(index, mha.attention_probs(query), prefix, P, hw,
+                       keep_probs)
+
+
+def _token_maps(index, probs, prefix, P, hw, keep_probs) -> LayerAttention:
+    """The two maps of a ViT layer's attention ``probs`` over
+    ``[prefix, P prompts, H * W patches]``."""
+    B, N = probs.shape[0], probs.shape[-1]
+    H, W = hw
     img = slice(prefix + P, N)
     prm = slice(prefix, prefix + P)
     to_prompt = probs[:, :, img, prm].sum(-1).mean(1)

@@ -133,12 +133,14 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()[:DIGEST_CHARS]
 
 
-def base_file_keys(path: str) -> Set[str]:
-    """The module keys (mmseg layout) that a base weights file provides.
+def base_file_keys(path: str, module: Optional[nn.Module] = None) -> Set[str]:
+    """The module keys that a base weights file provides.
 
     Reads lazily (``mmap``) where the format allows; unwraps
-    ``state_dict`` / ``module.`` / ``backbone.`` containers and renames
-    timm / official Swin layouts with the converter, as the loaders do.
+    ``state_dict`` / ``module.`` / ``backbone.`` containers and renames the
+    file to ``module``'s keys as its loader does (its
+    ``pretrained_layout``); without one, the mmseg layout of timm /
+    official Swin files.
     """
     info = ConversionInfo(log=False)
     try:
@@ -146,6 +148,12 @@ def base_file_keys(path: str) -> Set[str]:
     except ValueError as err:  # the message names the file
         raise TunedCheckpointError(f'Cannot read base weights: {err}') \
             from err
+    layout = getattr(module, 'pretrained_layout', None)
+    if layout is not None:
+        try:
+            return set(layout(state, info)[0])
+        except ValueError:
+            return set(state)  # loading the base reports what is wrong
     try:
         fmt = detect_format(state)
     except ValueError:

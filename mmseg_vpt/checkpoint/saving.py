@@ -220,7 +220,7 @@ def plan_tuned(model: nn.Module,
                 f'`{spec.config_key}`, resolved: '
                 f'{osp.abspath(spec.checkpoint)}) does not exist')
         check_checkpoint_file(local, f'config key `{spec.config_key}`')
-        keys = base_file_keys(spec.checkpoint)
+        keys = base_file_keys(spec.checkpoint, sub)
         reference = base_reference(sub, spec.checkpoint)
         state = net.state_dict() if state_dict is None else state_dict
         split = split_tuned(state, net, keys, reference, module)

@@ -55,8 +55,9 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..utils.checkpoints import (CheckpointFileError, check_checkpoint_file,
-                                is_remote, not_a_checkpoint,
+from ..utils.checkpoints import (TIMM_SCHEME, CheckpointFileError,
+                                check_checkpoint_file, is_remote,
+                                local_checkpoint_path, not_a_checkpoint,
                                 unreadable_checkpoint)
 
 StateDict = Dict[str, torch.Tensor]
@@ -110,7 +111,9 @@ def load_checkpoint_file(path: str,
     and falls back to a plain load where the file does not allow it (the
     legacy non-zip format). URLs and the other schemes of mmengine's
     ``CheckpointLoader`` (``open-mmlab://``, ``torchvision://``, ``s3://``...)
-    load through it (URLs are downloaded once into torch hub's cache).
+    load through it (URLs are downloaded once into torch hub's cache);
+    ``timm://NAME`` reads timm's hub file of tag NAME from the Hugging Face
+    cache (downloading it once).
 
     Unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` containers, a
     ``module.`` (DDP) prefix and a ``backbone.`` prefix (a segmentor
@@ -125,6 +128,8 @@ def load_checkpoint_file(path: str,
         ValueError: the file holds no state dict.
     """
     info = _info(info)
+    if path.startswith(TIMM_SCHEME):  # a file in the Hugging Face cache
+        path = local_checkpoint_path(path)
     safetensors = path.endswith('.safetensors')
     if safetensors:
         try:

@@ -3,10 +3,11 @@
 mmseg's backbones load ``init_cfg=dict(type='Pretrained')`` with
 ``strict=False``: a wrong or half-matching file only prints a warning. Full
 fine-tuning may recover from that; a frozen backbone cannot, so the VPT
-backbones load through :func:`load_pretrained` instead. It accepts the
-layouts :mod:`mmseg_vpt.models.convert` knows (timm, the official Swin
-release, mmseg), fits position embeddings and relative-position tables to the
-model, and fails if anything the model needs is missing.
+backbones load through :func:`load_pretrained` instead. Each backbone
+renames the file to its own keys and fits it (``pretrained_layout`` /
+``fit_pretrained``: :mod:`mmseg_vpt.models.convert` for mmseg's ViT and
+Swin, :mod:`mmseg_vpt.models.timm_weights` for timm's ViT family), and the
+load fails if anything the model needs is missing.
 """
 import re
 from typing import Sequence
@@ -37,8 +38,12 @@ def load_pretrained(model: nn.Module, path: str,
     info = ConversionInfo()
     state = load_checkpoint_file(path, info=info)
     try:
-        state, fmt = convert_to_mmseg(state, info=info)
-        state = adapt_to_model(state, model, info=info)
+        if hasattr(model, 'pretrained_layout'):  # a VPT backbone
+            state, fmt = model.pretrained_layout(state, info)
+            state = model.fit_pretrained(state, info)
+        else:
+            state, fmt = convert_to_mmseg(state, info=info)
+            state = adapt_to_model(state, model, info=info)
     except ValueError as err:
         raise ValueError(f'Pretrained weights {path!r}: {err}') from err
     missing, _ = model.load_state_dict(state, strict=False)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from mmengine.model.weight_init import kaiming_init
 
+from .convert import ConversionInfo, adapt_to_model, convert_to_mmseg
 from .pretrained import load_pretrained
 
 PromptLayers = Union[str, Sequence[int]]
@@ -263,6 +264,20 @@ class PromptTuningMixin:
 
     # parameters that pretrained weights need not provide (regexes)
     pretrained_optional: Tuple[str, ...] = ('prompt', )
+
+    def pretrained_layout(self, state_dict: Dict[str, torch.Tensor],
+                          info: ConversionInfo
+                          ) -> Tuple[Dict[str, torch.Tensor], str]:
+        """A weights file's tensors under this backbone's keys, and the
+        file's layout (here: mmseg's, from timm / official Swin / mmseg
+        files; see :mod:`~mmseg_vpt.models.convert`)."""
+        return convert_to_mmseg(state_dict, info=info)
+
+    def fit_pretrained(self, state_dict: Dict[str, torch.Tensor],
+                       info: ConversionInfo) -> Dict[str, torch.Tensor]:
+        """Renamed tensors resized to this backbone (position embeddings,
+        relative-position tables); an error for what does not fit."""
+        return adapt_to_model(state_dict, self, info=info)
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained')`` all or nothing (see

@@ -17,7 +17,9 @@ bare ``EOFError``, naming no file; mmengine only notices a missing
 
 Remote checkpoints (URLs, ``open-mmlab://``, ``s3://``...) load through
 mmengine's ``CheckpointLoader``; :func:`local_checkpoint_path` gives the
-local copy a URL is cached in, for hashing.
+local copy a URL is cached in, for hashing. ``timm://NAME`` is the weights
+file of timm's pretrained tag NAME (:func:`timm_hub_file`), kept in the
+Hugging Face cache like any timm download.
 """
 import json
 import os.path as osp
@@ -210,6 +212,77 @@ def _download_url(path: str) -> Optional[str]:
     return None
 
 
+TIMM_SCHEME = 'timm://'
+# what timm's hub loader looks for in a tag's repository, in its order
+_HF_WEIGHTS_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def timm_hub_file(path: str) -> str:
+    """The local file of ``timm://NAME``: the weights of timm's pretrained
+    tag NAME (e.g. ``timm://vit_large_patch14_reg4_dinov2.lvd142m``),
+    from the Hugging Face cache, downloading them there first if they are
+    not in it (the same file ``timm.create_model(NAME, pretrained=True)``
+    uses; ``HF_HUB_OFFLINE=1`` only reads the cache).
+
+    Raises:
+        CheckpointFileError: NAME is no timm model, has no hub weights, or
+            the file is neither cached nor downloadable (names the cache).
+    """
+    import timm
+    from timm.models import get_pretrained_cfg
+    name = path[len(TIMM_SCHEME):]
+    try:
+        cfg = get_pretrained_cfg(name) if timm.is_model(name) else None
+    except RuntimeError as err:  # an unknown tag
+        raise CheckpointFileError(f'Checkpoint {path!r}: {err}') from err
+    if cfg is None or not cfg.hf_hub_id:
+        raise CheckpointFileError(
+            f'Checkpoint {path!r}: timm has no Hugging Face hub weights for '
+            f'{name!r}. Name a pretrained tag, e.g. '
+            "timm://vit_large_patch14_reg4_dinov2.lvd142m (timm.list_models"
+            "('*dinov2*', pretrained=True) lists them), or a local file")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import (EntryNotFoundError,
+                                        LocalEntryNotFoundError)
+    repo, _, revision = cfg.hf_hub_id.partition('@')
+    files = (cfg.hf_hub_filename, ) if cfg.hf_hub_filename else \
+        _HF_WEIGHTS_FILES
+    not_cached = None
+    for filename in files:
+        try:
+            return hf_hub_download(repo, filename, revision=revision or None)
+        except LocalEntryNotFoundError as err:  # offline, not cached
+            not_cached = not_cached or err
+        except EntryNotFoundError:
+            continue
+        except Exception as err:  # noqa: BLE001 - network, auth, ...
+            raise unreadable_checkpoint(path, err) from err
+    if not_cached is not None:
+        raise CheckpointFileError(
+            f'Checkpoint {path!r}: none of {list(files)} of {repo} is in the '
+            f'Hugging Face cache ({HF_HUB_CACHE}), and they cannot be '
+            'downloaded here. Fetch them on a machine with network access '
+            f"(python -c \"import timm; timm.create_model('{name}', "
+            "pretrained=True)\") and copy the cache (or set HF_HUB_CACHE), "
+            'or save the file and name its local path instead') \
+            from not_cached
+    raise CheckpointFileError(f'Checkpoint {path!r}: the hub repository '
+                              f'{repo} has none of {list(files)}')
+
+
+@CheckpointLoader.register_scheme(prefixes=TIMM_SCHEME)
+def load_from_timm_hub(filename: str, map_location=None) -> Mapping:
+    """``timm://NAME`` for mmengine's loaders (``load_from``,
+    ``load_checkpoint``): the tag's hub file, read as a local one."""
+    local = timm_hub_file(filename)
+    if local.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        check_checkpoint_file(local)
+        return load_file(local, device='cpu')
+    return load_from_local(local, map_location)
+
+
 def local_checkpoint_path(path: str) -> str:
     """The local file holding checkpoint ``path``: ``path`` itself, or for
     a URL (and the schemes mmengine maps to one) the file in torch hub's
@@ -223,6 +296,8 @@ def local_checkpoint_path(path: str) -> str:
     """
     if not is_remote(path):
         return path
+    if path.startswith(TIMM_SCHEME):
+        return timm_hub_file(path)
     url = _download_url(path)
     if url is None:
         raise CheckpointFileError(
