@@ -16,6 +16,7 @@ VIT_VPT=configs/vpt/setr_vit-l_pup_vpt-deep-10_ade20k-512x512.py
 VIT_FULL=configs/vpt/setr_vit-l_pup_full_ade20k-512x512.py
 SWIN_VPT=configs/vpt/upernet_swin_vpt_ade20k.py
 SWIN_FULL=configs/vpt/upernet_swin-b_full_ade20k-512x512.py
+DINOV2_VPT=configs/vpt_timm/upernet_dinov2-l14-reg4_mln_vpt-deep-10_ade20k-512x512.py
 NO_PROMPTS=(model.backbone.prompt_length=0 'model.backbone.frozen_exclude=[]')
 PLAIN=(model.backbone.fused_attn=False)
 VIT_L4=(model.backbone.num_layers=4 'model.backbone.out_indices=[0,1,2,3]')
@@ -33,6 +34,7 @@ run() {
   case $1 in
   # goal 2: backbone inference, VPT-deep 10 prompts vs no prompts
   g2_swin) bench $1 $SWIN_VPT --mode backbone --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 5 --repeats 4 ;;
+  g2_dinov2) bench $1 $DINOV2_VPT --mode backbone --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 3 --repeats 3 ;;
   g2_vit) bench $1 $VIT_VPT --mode backbone --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 3 --repeats 3 ;;
   # goal 1: whole-segmentor training step, VPT-deep vs full fine-tuning
   g1_vit) bench $1 $VIT_VPT --vs $VIT_FULL --mode train --warmup 1 --iters 2 --repeats 2 ;;
@@ -62,7 +64,7 @@ run() {
   esac
 }
 
-ALL=(g2_swin g2_vit g1_vit g1_swin g1_vit_backbone g1_swin_backbone
+ALL=(g2_swin g2_vit g2_dinov2 g1_vit g1_swin g1_vit_backbone g1_swin_backbone
      mem_vit mem_swin
      g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp g3_vit_lean g3_swin_lean
      ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit)

@@ -48,7 +48,17 @@ def models():
 # ---------------------------------------------------------------------------
 def tiny_options(backbone: str = 'vit', img: int = 32) -> Dict:
     """Config overrides for a tiny backbone at ``img`` px (random init)."""
-    if backbone == 'vit':
+    if backbone == 'timm':
+        # VPTTimmViT: the architecture comes from timm_kwargs
+        opts = {
+            'model.backbone.timm_kwargs.img_size': img,
+            'model.backbone.timm_kwargs.patch_size': 8,
+            'model.backbone.timm_kwargs.embed_dim': 48,
+            'model.backbone.timm_kwargs.depth': 2,
+            'model.backbone.timm_kwargs.num_heads': 3,
+            'model.head.in_channels': 48,
+        }
+    elif backbone == 'vit':
         opts = {
             'model.backbone.img_size': (img, img),
             'model.backbone.patch_size': 8,
@@ -183,15 +193,26 @@ def test_task_config_follows_the_paper_protocol_and_builds(config):
 BASE_TRAINABLE = {
     'vpt-deep': ['prompt'], 'vpt-shallow': ['prompt'], 'linear': [],
     'bias': ['bias'], 'full': None, 'vpt-deep-mean': ['prompt'],
-    'swin-vpt-deep': ['prompt'],
+    'swin-vpt-deep': ['prompt'], 'mae-vpt-deep': ['prompt'],
+    'mae-vpt-shallow': ['prompt'], 'mocov3-vpt-deep': ['prompt'],
+    'mocov3-vpt-shallow': ['prompt'],
 }
+# the methods on timm's self-supervised ViT-B/16 (VPTTimmViT)
+TIMM_METHODS = ['mae-vpt-deep', 'mae-vpt-shallow', 'mocov3-vpt-deep',
+                'mocov3-vpt-shallow']
+
+
+def tiny_options_for(config: str) -> Dict:
+    """:func:`tiny_options` for the backbone type of ``config``."""
+    kind = {'mmseg.VPTTimmViT': 'timm', 'mmseg.VPTSwinTransformer': 'swin'}
+    return tiny_options(kind.get(load(config).model.backbone.type, 'vit'))
 
 
 @pytest.mark.parametrize('method', list(METHODS))
 def test_method_bases_build_with_the_right_trainable_set(method):
     m = METHODS[method]
-    cfg = load(f'configs/vtab/_base_/{m.base}',
-               tiny_options('swin' if m.backbone == 'Swin-B' else 'vit'))
+    config = f'configs/vtab/_base_/{m.base}'
+    cfg = load(config, tiny_options_for(config))
     model = models().build(cfg.model)
     keys = BASE_TRAINABLE[method]
     for name, param in model.backbone.named_parameters():
@@ -199,8 +220,10 @@ def test_method_bases_build_with_the_right_trainable_set(method):
             k in name for k in keys))
         assert param.requires_grad == expected, (method, name)
     assert all(p.requires_grad for p in model.head.parameters())
-    if method == 'vpt-shallow':
+    if method.endswith('vpt-shallow'):
         assert model.backbone.prompt_layers == [0]
+    elif method in ('vpt-deep', 'mae-vpt-deep', 'mocov3-vpt-deep'):
+        assert model.backbone.prompt_layers == [0, 1]  # both tiny blocks
     with torch.no_grad():
         model.eval()
         assert model(torch.randn(2, 3, 32, 32),
@@ -228,6 +251,93 @@ def test_real_size_vit_b_and_swin_b_build():
     assert shapes == [(2, 10, 128), (2, 10, 256), (18, 10, 512),
                       (2, 10, 1024)]
     assert model.head.fc.in_features == 1024
+
+
+@pytest.mark.parametrize('method', TIMM_METHODS)
+def test_real_size_mae_and_mocov3_bases_build(method):
+    """The MAE / MoCo v3 bases at their real size (timm's ViT-B/16), with
+    their init_cfg as written (a timm:// tag or a local file that need not
+    exist: building does not read it): only prompts and head train."""
+    import timm
+    m = METHODS[method]
+    cfg = load(f'configs/vtab/_base_/{m.base}')
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmseg.VPTTimmViT'
+    assert timm.is_model(backbone.model_name)
+    assert backbone.out_indices == -1 and backbone.out_norm
+    assert backbone.output_cls_token
+    assert backbone.timm_kwargs == dict(drop_path_rate=0.)
+    assert backbone.prompt_layers == (
+        'shallow' if method.endswith('shallow') else 'deep')
+    # the inherited VPTVisionTransformer arguments are gone (_delete_)
+    assert 'embed_dims' not in backbone and 'num_layers' not in backbone
+    if method.startswith('mae'):
+        assert backbone.model_name == 'vit_base_patch16_224.mae'
+        assert backbone.init_cfg.checkpoint == \
+            'timm://vit_base_patch16_224.mae'
+    else:
+        assert backbone.model_name == 'vit_base_patch16_224'
+        assert backbone.init_cfg.checkpoint == \
+            'pretrain/mocov3_vit-b-300ep.pth.tar'
+    # ImageNet normalisation, the paper's protocol otherwise unchanged
+    assert cfg.model.data_preprocessor.mean == [123.675, 116.28, 103.53]
+    assert cfg.model.data_preprocessor.std == [58.395, 57.12, 57.375]
+    assert cfg.model.head.type == 'VisionTransformerClsHead'
+    assert cfg.model.head.in_channels == 768
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'
+
+    model = models().build(cfg.model)
+    layers = 1 if method.endswith('shallow') else 12
+    tuned = {n: p.numel() for n, p in model.named_parameters()
+             if p.requires_grad}
+    assert tuned == {'backbone.prompt_embeddings': layers * 10 * 768,
+                     'head.layers.head.weight': 100 * 768,
+                     'head.layers.head.bias': 100}
+    assert model.backbone.prompt_embeddings.shape == (layers, 10, 768)
+    total = sum(p.numel() for p in model.backbone.parameters())
+    assert 85e6 < total - layers * 10 * 768 < 87e6  # ViT-B/16: ~85.8M
+
+
+@pytest.mark.parametrize('method', TIMM_METHODS)
+@pytest.mark.parametrize('task', ['svhn', 'clevr_distance'])
+def test_task_configs_render_for_the_timm_methods(tmp_path, method, task):
+    m = METHODS[method]
+    assert m.backbone in ('ViT-B/16 MAE', 'ViT-B/16 MoCo v3')
+    text = render_task_config(task, method,
+                              base_dir=str(REPO / 'configs/vtab/_base_'))
+    assert f'# {m.backbone} {method}:' in text
+    path = tmp_path / f'{task}.py'
+    path.write_text(text)
+    prompts = VIT_DEEP_PROMPT_LENGTH[task]  # the ViT-B table
+    cfg = Config.fromfile(path)
+    assert cfg.model.backbone.type == 'mmseg.VPTTimmViT'
+    assert cfg.model.backbone.prompt_length == prompts
+    assert cfg.model.head.num_classes == TASKS[task][1]
+    assert cfg.train_dataloader.batch_size == (64 if prompts >= 100 else 128)
+    for loader in ('train', 'val', 'test'):
+        assert cfg[f'{loader}_dataloader'].dataset.task == task
+    cfg.merge_from_dict(tiny_options('timm'))
+    model = models().build(cfg.model)
+    assert model.backbone.prompt_embeddings.shape[1] == prompts
+    with torch.no_grad():
+        model.eval()
+        assert model(torch.randn(1, 3, 32, 32),
+                     mode='tensor').shape == (1, TASKS[task][1])
+
+
+def test_report_has_no_paper_row_for_the_timm_methods(tmp_path):
+    """The paper's MAE / MoCo v3 numbers are not in PAPER_GROUP_MEANS: the
+    report shows our row only (and never the supervised ViT-B/16's)."""
+    write_result(tmp_path, 'mae-vpt-deep', 'dtd', 0, 50.0)
+    write_result(tmp_path, 'mocov3-vpt-shallow', 'dtd', 0, 60.0)
+    summaries = summarize(load_results([str(tmp_path)]))
+    assert [(s.backbone, s.method) for s in summaries] == [
+        ('ViT-B/16 MAE', 'mae-vpt-deep'),
+        ('ViT-B/16 MoCo v3', 'mocov3-vpt-shallow')]
+    assert all(s.paper is None for s in summaries)
+    md = format_report(summaries, 'markdown')
+    assert '| paper |' not in md
+    assert '| ViT-B/16 MAE | mae-vpt-deep | ours | 50.00 (1/7) |' in md
 
 
 def test_amp_flag_builds_in_the_mmpretrain_scope():

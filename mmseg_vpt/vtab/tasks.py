@@ -9,7 +9,9 @@ Sources:
   as used by the VPT paper (Jia et al., ECCV 2022, arXiv 2203.12119), 19
   tasks in three groups.
 * Group means of the paper's tables: given in the project's issue (VPT paper
-  Table 1 for ViT-B/16, the Swin-B table for Swin-B).
+  Table 1 for ViT-B/16, the Swin-B table for Swin-B). The paper's MAE and
+  MoCo v3 ViT-B/16 rows are left out: they could not be checked against
+  the paper here.
 * ``VIT_DEEP_PROMPT_LENGTH``: the per-task prompt lengths of VPT-deep with
   ViT-B/16 as the VPT paper's appendix reports them. We read them from a
   public third-party reproduction config (found through code search, the
@@ -153,6 +155,27 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
            '10',
            description='Swin-B VPT-deep, 10 prompts per block for every '
            'task (our default), pooled last-stage tokens'),
+    # Self-supervised ViT-B/16 backbones (the paper's MAE / MoCo v3 rows).
+    # Prompt lengths: the supervised ViT-B table ('vit'); the paper
+    # searched lengths per backbone, which we could not check. Their group
+    # means are not in PAPER_GROUP_MEANS (not verified here), so reports
+    # show no paper row for them.
+    Method('mae-vpt-deep', 'vit-b16-mae_vpt-deep.py', 'ViT-B/16 MAE',
+           'vpt-deep', 'vit',
+           description='timm ViT, prompts in every layer, [CLS] '
+           'head; ViT-B prompt lengths (our default)'),
+    Method('mae-vpt-shallow', 'vit-b16-mae_vpt-shallow.py', 'ViT-B/16 MAE',
+           'vpt-shallow', 'vit',
+           description='timm ViT, prompts in the first layer '
+           'only; ViT-B prompt lengths (our default)'),
+    Method('mocov3-vpt-deep', 'vit-b16-mocov3_vpt-deep.py',
+           'ViT-B/16 MoCo v3', 'vpt-deep', 'vit',
+           description='timm ViT, prompts in every layer, '
+           '[CLS] head; ViT-B prompt lengths (our default)'),
+    Method('mocov3-vpt-shallow', 'vit-b16-mocov3_vpt-shallow.py',
+           'ViT-B/16 MoCo v3', 'vpt-shallow', 'vit',
+           description='timm ViT, prompts in the first '
+           'layer only; ViT-B prompt lengths (our default)'),
 ])
 
 
