@@ -134,7 +134,9 @@ def test_param_report_prints_every_timm_row(tmp_path):
     assert len(configs) == 10
     out = run([PYTHON, REPO / 'tools/analysis/param_report.py', *configs,
                '--format', 'json', '--no-optimizer'], cwd=tmp_path)
-    rows = {Path(r['config']).name: r for r in json.loads(out)}
+    # run() joins stderr (logs) to stdout (the report); the report starts at '['
+    rows = {Path(r['config']).name: r
+            for r in json.loads(out[out.index('\n['):])}
     assert len(rows) == 10
     for name, row in rows.items():
         assert row['backbone_tunable'] == 0, name
