@@ -21,7 +21,8 @@ from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values,
 
 pytestmark = pytest.mark.slow
 
-CONFIG = 'configs/vpt_timm/upernet_dinov2-l14-reg4_mln_vpt-deep-10_ade20k-512x512.py'
+CONFIG = ('configs/vpt_timm/'
+          'upernet_dinov2-l14-reg4_mln_vpt-deep-10_ade20k-512x512.py')
 TAG = 'vit_large_patch14_reg4_dinov2.lvd142m'
 TINY = dict(depth=4, embed_dim=64, num_heads=4)
 TEST_SIZE = [
@@ -134,7 +135,7 @@ def test_param_report_prints_every_timm_row(tmp_path):
     assert len(configs) == 10
     out = run([PYTHON, REPO / 'tools/analysis/param_report.py', *configs,
                '--format', 'json', '--no-optimizer'], cwd=tmp_path)
-    # run() joins stderr (logs) to stdout (the report); the report starts at '['
+    # run() joins the logs (stderr) to the report; the report starts at [
     rows = {Path(r['config']).name: r
             for r in json.loads(out[out.index('\n['):])}
     assert len(rows) == 10

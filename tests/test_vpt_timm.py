@@ -6,7 +6,6 @@ timm's hub cache, attention maps and argument errors."""
 import pytest
 import torch
 from mmseg.registry import MODELS
-from safetensors.torch import save_file
 
 from mmseg_vpt.analysis import PromptAttentionRecorder
 from mmseg_vpt.analysis.prompt_attention import timm_attention_probs

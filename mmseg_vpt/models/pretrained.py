@@ -15,8 +15,7 @@ from typing import Sequence
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .convert import (ConversionInfo, _preview, adapt_to_model,
-                      convert_to_mmseg, load_checkpoint_file)
+from .convert import ConversionInfo, _preview, load_checkpoint_file
 
 
 def load_pretrained(model: nn.Module, path: str,
@@ -24,7 +23,8 @@ def load_pretrained(model: nn.Module, path: str,
     """Load the backbone weights file ``path`` into ``model``.
 
     Args:
-        model: an mmseg ViT/Swin backbone (or a VPT subclass).
+        model: a VPT backbone (its ``pretrained_layout`` and
+            ``fit_pretrained`` rename and fit the file).
         path: a checkpoint in any layout ``convert.detect_format`` knows.
         optional: regular expressions for parameters the file need not
             provide (they keep their initial values, and are logged).
@@ -38,12 +38,8 @@ def load_pretrained(model: nn.Module, path: str,
     info = ConversionInfo()
     state = load_checkpoint_file(path, info=info)
     try:
-        if hasattr(model, 'pretrained_layout'):  # a VPT backbone
-            state, fmt = model.pretrained_layout(state, info)
-            state = model.fit_pretrained(state, info)
-        else:
-            state, fmt = convert_to_mmseg(state, info=info)
-            state = adapt_to_model(state, model, info=info)
+        state, fmt = model.pretrained_layout(state, info)
+        state = model.fit_pretrained(state, info)
     except ValueError as err:
         raise ValueError(f'Pretrained weights {path!r}: {err}') from err
     missing, _ = model.load_state_dict(state, strict=False)

@@ -75,11 +75,11 @@ def to_timm_model(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     state, fmt = timm_layout(state_dict, info)
     state = _filter_fn(model)(dict(state), model)
     target = model.state_dict()
-    out, unexpected, mismatched = OrderedDict(), [], []
+    out, dropped, unexpected, mismatched = OrderedDict(), [], [], []
     for key, value in state.items():
         if key not in target:
             if re.fullmatch(CLASSIFIER_KEYS, key):
-                info.dropped.append(key)
+                dropped.append(key)
             else:
                 unexpected.append(key)
         elif tuple(value.shape) != tuple(target[key].shape):
@@ -96,8 +96,8 @@ def to_timm_model(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
                if unexpected else '')
             + (f'Shape mismatches: {_preview(mismatched)}.'
                if mismatched else ''))
-    dropped = [k for k in info.dropped if re.fullmatch(CLASSIFIER_KEYS, k)]
     if dropped:
+        info.dropped.extend(dropped)
         info.note(f'Dropped the classifier parts the backbone does not '
                   f'use: {_preview(dropped, 4)}')
     return out, fmt
