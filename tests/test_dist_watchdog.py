@@ -252,6 +252,13 @@ def test_rank_that_stops_answering_is_named_and_every_rank_exits(
         if sig == signal.SIGSTOP:
             # Continued, rank 1 finds rank 0 (which served the store) gone,
             # without blaming it for the time rank 1 itself was stopped.
+            # Keep rank 1 stopped for longer than the silence it must report
+            # (the limit plus a heartbeat interval, 5 s): rank 0 may exit
+            # before the limit has passed since the stop (its clock started
+            # at rank 1's last heartbeat), and then a correct report could
+            # exceed a short stop.
+            time.sleep(max(0.0, TIMEOUT + 2 * 5 -
+                           (time.monotonic() - stopped_at)))
             os.kill(rank1.pid, signal.SIGCONT)
             stopped_for = time.monotonic() - stopped_at
             rc1 = wait_for_exit(rank1, log1, 'rank 1, continued,')
