@@ -13,12 +13,14 @@ method that does not depend on the backbone's architecture:
 
 A backbone mixes in :class:`PromptTuningMixin`, calls
 :meth:`~PromptTuningMixin.init_prompt_tuning` once its layers exist, and in
-``forward`` asks :meth:`~PromptTuningMixin.layer_prompts` for each layer. The
+``forward`` lets a :meth:`~PromptTuningMixin.prompt_flow` splice each layer's
+prompts into the sequence (:mod:`~mmseg_vpt.models.prompt_flow`). The
 backbone only decides *where* prompts enter and leave its token sequence.
 """
+import contextlib
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,6 +28,10 @@ from mmengine.model.weight_init import kaiming_init
 
 from .convert import ConversionInfo, adapt_to_model, convert_to_mmseg
 from .pretrained import load_pretrained
+from .prompt_flow import MixedPromptFlow, PromptFlow, splice_prompts
+
+__all__ = ['PromptTuningMixin', 'resolve_prompt_layers', 'splice_prompts',
+           'uniform_init_bound', 'check_frozen_exclude']
 
 PromptLayers = Union[str, Sequence[int]]
 
@@ -79,15 +85,6 @@ def uniform_init_bound(patch_size: Union[int, Tuple[int, int]],
     ph, pw = (patch_size, patch_size) if isinstance(patch_size,
                                                     int) else patch_size
     return math.sqrt(6.0 / float(3 * ph * pw + dims))
-
-
-def splice_prompts(tokens: torch.Tensor, prompts: torch.Tensor, start: int,
-                   num_old: int) -> torch.Tensor:
-    """Put ``prompts`` at ``tokens[:, start:]``, replacing the ``num_old``
-    prompt outputs of the previous layer that sit there (VPT-deep discards
-    them)."""
-    return torch.cat(
-        [tokens[:, :start], prompts, tokens[:, start + num_old:]], dim=1)
 
 
 def check_frozen_exclude(frozen_exclude: Sequence[str],
@@ -170,6 +167,11 @@ class PromptTuningMixin:
 
         self.prompt_length = prompt_length
         self.prompt_init = prompt_init
+        # how the prompts are laid out (another prompt set must share the
+        # widths and depths to run in this backbone, see mixed_prompts)
+        self.prompt_geometry = dict(
+            stage_dims=list(stage_dims), stage_depths=list(stage_depths),
+            init_patch_size=init_patch_size, init_dims=init_dims)
         self.frozen_weights_set = False
         self.frozen_eval = frozen_eval
         num_layers = sum(stage_depths)
@@ -261,6 +263,40 @@ class PromptTuningMixin:
             prompts = self.prompt_proj(prompts)
         # expand before dropout so that every sample gets its own mask
         return self.prompt_dropout(prompts.expand(batch_size, -1, -1))
+
+    def prompt_flow(self, batch_size: int) -> PromptFlow:
+        """The prompts of one forward pass over ``batch_size`` samples: the
+        backbone's own, or per-sample ones inside :meth:`mixed_prompts`."""
+        mixed = getattr(self, '_mixed_prompts', None)
+        if mixed is None:
+            return PromptFlow(self, batch_size)
+        if mixed[1].numel() != batch_size:
+            raise ValueError(f'mixed_prompts names the prompt sets of '
+                             f'{mixed[1].numel()} samples, but the batch has '
+                             f'{batch_size}')
+        return MixedPromptFlow(*mixed)
+
+    @contextlib.contextmanager
+    def mixed_prompts(self, prompt_sets: Sequence,
+                      sample_sets: torch.Tensor) -> Iterator[None]:
+        """Run forward passes in which sample ``b`` carries the prompts of
+        ``prompt_sets[sample_sets[b]]`` instead of this backbone's own
+        (one frozen backbone serving many tasks, :mod:`mmseg_vpt.serving`).
+        Each set must have this backbone's layer and stage layout."""
+        def layout(host):
+            geometry = getattr(host, 'prompt_geometry', {})
+            return geometry.get('stage_dims'), geometry.get('stage_depths')
+
+        for s in prompt_sets:
+            if layout(s) != layout(self):
+                raise ValueError(
+                    f'a prompt set for stage widths and depths {layout(s)} '
+                    f'cannot run in {type(self).__name__} with {layout(self)}')
+        self._mixed_prompts = (list(prompt_sets), sample_sets)
+        try:
+            yield
+        finally:
+            self._mixed_prompts = None
 
     # parameters that pretrained weights need not provide (regexes)
     pretrained_optional: Tuple[str, ...] = ('prompt', )

@@ -12,6 +12,10 @@ Swin attends inside local windows, so prompts need three Swin-specific rules
   merged position and go through the pretrained merging norm and reduction.
 * outputs: image tokens only.
 
+In a batch that mixes tasks (:mod:`mmseg_vpt.serving`), ``prompt_valid``
+(B, P) marks the prompt slots a sample's task fills; the others are masked
+out as keys in every window of that sample.
+
 ``VPTSwinTransformer`` keeps mmseg's own module instances and switches their
 classes to the subclasses below, whose ``forward`` takes the sequence
 ``[prompts, image tokens]``; the prompt count is its length minus H * W. So
@@ -32,7 +36,8 @@ from mmseg.models.backbones.swin import (ShiftWindowMSA, SwinBlock,
 from mmseg.models.utils.embed import PatchMerging
 from mmseg.registry import MODELS
 
-from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
+from ..prompt_flow import PromptFlow
+from ..prompts import PromptLayers, PromptTuningMixin
 
 HW = Tuple[int, int]
 
@@ -65,7 +70,8 @@ class VPTWindowMSA(WindowMSA):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 prompts: Optional[torch.Tensor] = None,
-                prompt_outputs: bool = True
+                prompt_outputs: bool = True,
+                prompt_valid: Optional[torch.Tensor] = None
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
@@ -76,6 +82,8 @@ class VPTWindowMSA(WindowMSA):
             prompt_outputs: Compute the prompts' outputs; False when the
                 caller discards them (the prompts then serve as keys and
                 values only).
+            prompt_valid: (B, P) bool, False for prompt slots that must not
+                be attended to, or None (all real).
 
         Returns:
             Window outputs (B * nW, N, C); with prompts and
@@ -86,7 +94,8 @@ class VPTWindowMSA(WindowMSA):
         P = 0 if prompts is None else prompts.shape[1]
         Pq = P if prompt_outputs else 0
         q, k, v, bias, mask = self._attention_inputs(
-            x, mask, prompts, Pq, align=self.fused_attn)
+            x, mask, prompts, Pq, align=self.fused_attn,
+            prompt_valid=prompt_valid)
         if self.fused_attn:
             out = self._fused_attention(q, k, v, bias, mask)
         else:
@@ -114,12 +123,14 @@ class VPTWindowMSA(WindowMSA):
                                                      align=False)
         return self._logits(q, k, bias, mask).softmax(-1)
 
-    def _attention_inputs(self, x, mask, prompts, Pq: int, align: bool):
+    def _attention_inputs(self, x, mask, prompts, Pq: int, align: bool,
+                          prompt_valid=None):
         """q (B * nW, heads, Pq + N, d); k, v (B * nW, heads, S, d) over
         [key padding, prompts, window tokens]; the relative position bias
-        (heads, Pq + N, S) and shift mask (nW, Pq + N, S), zero for prompts
-        and -inf for padding keys. ``align`` pads prompted windows' keys to
-        a multiple of ``KEY_ALIGN``."""
+        (heads, Pq + N, S), or (B * nW, heads, Pq + N, S) with
+        ``prompt_valid``, and shift mask (nW, Pq + N, S), zero for prompts
+        and -inf for padding keys and invalid prompt slots. ``align`` pads
+        prompted windows' keys to a multiple of ``KEY_ALIGN``."""
         BnW, N, C = x.shape
         heads = self.num_heads
         d = C // heads
@@ -152,6 +163,11 @@ class VPTWindowMSA(WindowMSA):
         bias = F.pad(bias.permute(2, 0, 1), (pad + P, 0, Pq, 0))
         if pad:
             bias[..., :pad] = float('-inf')
+        if prompt_valid is not None:
+            # per sample, repeated for its windows (sample-major)
+            keys = F.pad(~prompt_valid, (pad, N), value=False)
+            keys = keys.repeat_interleave(BnW // B, dim=0)[:, None, None]
+            bias = torch.where(keys, float('-inf'), bias.unsqueeze(0))
         if mask is not None:
             mask = F.pad(mask, (pad + P, 0, Pq, 0))
         return q, k, v, bias, mask
@@ -160,7 +176,7 @@ class VPTWindowMSA(WindowMSA):
         """mmseg's ``WindowMSA`` attention logits, op for op."""
         q = q * self.scale
         attn = q @ k.transpose(-2, -1)
-        attn = attn + bias.unsqueeze(0)
+        attn = attn + (bias if bias.dim() == 4 else bias.unsqueeze(0))
         if mask is not None:
             nW = mask.shape[0]
             BnW, heads, L, S = attn.shape
@@ -178,19 +194,21 @@ class VPTWindowMSA(WindowMSA):
         pass it as (1, heads, L, S). The shift mask differs per window, so
         shifted windows fold windows into the head dimension,
         (B, nW * heads, L, d), and pass (1, nW * heads, L, S):
-        batch-independent, never (B * nW, ...).
+        batch-independent, never (B * nW, ...). Only a bias with masked
+        prompt slots (mixed-task batches) is per window.
         """
         BnW, heads, L, d = q.shape
         S = k.shape[2]
         drop = self.attn_drop.p if self.attn_drop.training else 0.0
+        bias = bias if bias.dim() == 4 else bias.unsqueeze(0)
         if mask is None:
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=drop,
-                scale=self.scale)
+                q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
         nW = mask.shape[0]
         B = BnW // nW
-        attn_mask = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(
-            1, nW * heads, L, S)
+        bias = bias.view(-1, nW, heads, L, S) if bias.shape[0] > 1 else \
+            bias.unsqueeze(1)
+        attn_mask = (bias + mask.unsqueeze(1)).reshape(-1, nW * heads, L, S)
         q = q.reshape(B, nW * heads, L, d)
         k, v = (t.reshape(B, nW * heads, S, d) for t in (k, v))
         out = F.scaled_dot_product_attention(
@@ -272,10 +290,13 @@ class VPTShiftWindowMSA(ShiftWindowMSA):
     """
 
     def forward(self, query: torch.Tensor, hw_shape: HW,
-                prompt_outputs: bool = True) -> torch.Tensor:
+                prompt_outputs: bool = True,
+                prompt_valid: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
         """``query``: (B, P + H*W, C). Returns that layout, or image tokens
         only (B, H*W, C) if not ``prompt_outputs`` (VPT-deep replaces them
-        in the next block anyway)."""
+        in the next block anyway). ``prompt_valid``: see
+        :class:`VPTWindowMSA`."""
         B, L, C = query.shape
         H, W = hw_shape
         P = num_prompts(query, hw_shape)
@@ -289,7 +310,8 @@ class VPTShiftWindowMSA(ShiftWindowMSA):
             windows.index_fill_(0, maps.pad_rows, 0.0)
         out = self.w_msa(windows.view(-1, ws * ws, C), mask=maps.mask,
                          prompts=query[:, :P] if P else None,
-                         prompt_outputs=P_out > 0)
+                         prompt_outputs=P_out > 0,
+                         prompt_valid=prompt_valid)
         tokens, prompts = out if P_out else (out, None)
         x = tokens.reshape(-1, C).index_select(0, maps.scatter)
         x = x.view(B, P_out + H * W, C)
@@ -302,15 +324,18 @@ class VPTSwinBlock(SwinBlock):
     """mmseg's ``SwinBlock`` on ``[prompts, image tokens]``."""
 
     def forward(self, x: torch.Tensor, hw_shape: HW,
-                prompt_outputs: bool = True) -> torch.Tensor:
+                prompt_outputs: bool = True,
+                prompt_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``prompt_outputs=False`` returns image tokens only: for a block
-        whose prompt outputs the next block replaces."""
+        whose prompt outputs the next block replaces. ``prompt_valid``: see
+        :class:`VPTWindowMSA`."""
         P = num_prompts(x, hw_shape)
 
         def _inner_forward(x):
             identity = x if prompt_outputs else x[:, P:]
             x = self.attn(self.norm1(x), hw_shape,
-                          prompt_outputs=prompt_outputs)
+                          prompt_outputs=prompt_outputs,
+                          prompt_valid=prompt_valid)
             x = x + identity
             return self.ffn(self.norm2(x), identity=x)
 
@@ -345,13 +370,14 @@ class VPTSwinBlockSequence(SwinBlockSequence):
     tokens]``, inserting fresh prompts before its blocks."""
 
     def forward(self, x: torch.Tensor, hw_shape: HW,
-                prompts: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                prompts: Optional[PromptFlow] = None, first_layer: int = 0,
                 prompt_outputs: bool = True) -> tuple:
         """
         Args:
-            prompts: One entry per block: fresh prompts (B, P, C) that
-                replace the prompts in the sequence before that block, or
-                None to keep them. None: no fresh prompts.
+            prompts: The backbone's prompt flow, which splices fresh prompts
+                before blocks (layer ``first_layer + i`` is block ``i``).
+                None: no fresh prompts.
+            first_layer: The backbone layer index of the first block.
             prompt_outputs: Whether the caller uses the prompts of the
                 stage's output; if not, the last block skips them and they
                 are not merged.
@@ -360,19 +386,18 @@ class VPTSwinBlockSequence(SwinBlockSequence):
             mmseg's ``(x_down, down_hw_shape, out, hw_shape)``: ``x_down``
             with prompts, ``out`` (the stage's feature map) without.
         """
-        if prompts is None:
-            prompts = [None] * len(self.blocks)
-        if len(prompts) != len(self.blocks):
-            raise ValueError(f'prompts has {len(prompts)} entries for '
-                             f'{len(self.blocks)} blocks')
+        depth = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            if prompts[i] is not None:
-                x = splice_prompts(x, prompts[i], 0, num_prompts(x, hw_shape))
+            layer = first_layer + i
+            if prompts is not None:
+                x = prompts.enter(x, layer, 0, num_prompts(x, hw_shape))
             # VPT-deep discards a block's prompt outputs when the next block
-            # brings fresh prompts: they are then not computed
-            keep = prompts[i + 1] is None if i + 1 < len(prompts) else \
-                prompt_outputs
-            x = block(x, hw_shape, prompt_outputs=keep)
+            # brings fresh prompts for every sample: they are then not
+            # computed
+            keep = prompt_outputs if i + 1 == depth else \
+                prompts is None or not prompts.replaces(layer + 1)
+            x = block(x, hw_shape, prompt_outputs=keep,
+                      prompt_valid=None if prompts is None else prompts.valid)
         out = x[:, num_prompts(x, hw_shape):]
         if self.downsample:
             x_down, down_hw_shape = self.downsample(x, hw_shape)
@@ -473,16 +498,17 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
         B = x.shape[0]
 
         outs = []
+        flow = self.prompt_flow(B)
         first = 0  # the stage's first layer
         for i, stage in enumerate(self.stages):
-            depth = len(stage.blocks)
-            prompts = [self.layer_prompts(first + j, B) for j in range(depth)]
-            first += depth
             # the next stage's first block may bring fresh prompts, and
             # nothing follows the last stage
-            keep = first < self._num_blocks and not self.is_prompted(first)
+            nxt = first + len(stage.blocks)
+            keep = nxt < self._num_blocks and not flow.replaces(nxt)
             x, hw_shape, out, out_hw_shape = stage(
-                x, hw_shape, prompts=prompts, prompt_outputs=keep)
+                x, hw_shape, prompts=flow, first_layer=first,
+                prompt_outputs=keep)
+            first = nxt
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 out = out.view(-1, *out_hw_shape, self.num_features[i])

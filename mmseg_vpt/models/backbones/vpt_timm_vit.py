@@ -12,7 +12,9 @@ timm's ``_pos_embed`` before any prompt exists. Rotary embeddings (EVA-02,
 DINOv3) rotate every token after the attention's ``num_prefix_tokens``
 leading ones, so each prompted block's attention counts the prompts as
 leading tokens too: they stay unrotated, and every patch keeps exactly the
-rotation timm gives it.
+rotation timm gives it. The count is set at build time and again before
+each block runs (a mixed-task batch holds as many prompt slots as its
+longest task, :mod:`~mmseg_vpt.models.prompt_flow`).
 """
 import difflib
 from typing import List, Optional, Sequence, Tuple, Union
@@ -24,7 +26,7 @@ from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import ConversionInfo
-from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
+from ..prompts import PromptLayers, PromptTuningMixin
 from ..timm_weights import to_timm_model
 
 # arguments this backbone sets on timm.create_model itself
@@ -227,21 +229,24 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         B = inputs.shape[0]
         x, rope, hw = self._embed(inputs)
         rope_per_block = rope is not None and getattr(m, 'rope_mixed', False)
-        num_prefix, num_prompts = m.num_prefix_tokens, 0
+        num_prefix = m.num_prefix_tokens
+        flow = self.prompt_flow(B)
         outs = []
         for i, block in enumerate(m.blocks):
-            prompts = self.layer_prompts(i, B)
-            if prompts is not None:
-                x = splice_prompts(x, prompts, num_prefix, num_prompts)
-                num_prompts = prompts.shape[1]
+            x = flow.enter(x, i, num_prefix)
             kwargs = {} if not hasattr(m, 'rope') else {
                 'rope': rope[i] if rope_per_block else rope}
+            if hasattr(m, 'rope'):
+                block.attn.num_prefix_tokens = num_prefix + flow.count
+            mask = flow.attn_bias(x.shape[1], num_prefix, x.dtype)
+            if mask is not None:
+                kwargs['attn_mask'] = mask
             if self.with_cp and self.training and x.requires_grad:
                 x = checkpoint(block, x, use_reentrant=False, **kwargs)
             else:
                 x = block(x, **kwargs)
             if i in self.out_indices:
-                outs.append(self._output(x, hw, num_prompts))
+                outs.append(self._output(x, hw, flow.count))
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

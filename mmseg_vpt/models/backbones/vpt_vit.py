@@ -1,9 +1,10 @@
 """mmseg's VisionTransformer with VPT prompts.
 
 The backbone splices prompts into the token sequence between layers and
-calls mmseg's layers as they are; only the classes of each layer's attention
-modules are switched (mmcv's ``MultiheadAttention`` and the torch
-``nn.MultiheadAttention`` inside it), for the fused path. Every module is
+calls mmseg's layers as they are; only the classes of each layer and of its
+attention modules are switched (mmcv's ``MultiheadAttention`` and the torch
+``nn.MultiheadAttention`` inside it), for the fused path and for a key
+padding mask (prompt slots a task leaves empty in a mixed-task batch). Every module is
 called through ``__call__``, so forward hooks fire and swapped submodules
 take effect; parameter names and checkpoints are mmseg's.
 """
@@ -12,12 +13,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmseg.models.backbones import VisionTransformer
+from mmseg.models.backbones.vit import TransformerEncoderLayer
 from mmseg.registry import MODELS
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from ..prompts import PromptLayers, PromptTuningMixin, splice_prompts
+from ..prompts import PromptLayers, PromptTuningMixin
 
 
 class SDPAMultiheadAttention(nn.MultiheadAttention):
@@ -41,7 +44,7 @@ class SDPAMultiheadAttention(nn.MultiheadAttention):
                 need_weights=True, attn_mask=None, average_attn_weights=True,
                 is_causal=False):
         if (need_weights or query is not key or key is not value
-                or key_padding_mask is not None or attn_mask is not None
+                or attn_mask is not None
                 or is_causal or not self._qkv_same_embed_dim
                 or self.bias_k is not None or self.add_zero_attn):
             if type(self.out_proj) not in (nn.Linear,
@@ -58,8 +61,15 @@ class SDPAMultiheadAttention(nn.MultiheadAttention):
         x = query if self.batch_first else query.transpose(0, 1)
         B, N, C = x.shape
         q, k, v = self._in_projection(x)
+        mask = None
+        if key_padding_mask is not None:  # (B, N) bool, True: ignore
+            mask = torch.zeros(key_padding_mask.shape, dtype=q.dtype,
+                               device=q.device).masked_fill_(
+                                   key_padding_mask, float('-inf'))[:, None,
+                                                                    None]
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(B, N, C))
         return (out if self.batch_first else out.transpose(0, 1)), None
 
@@ -94,7 +104,8 @@ class FusedMultiheadAttention(MultiheadAttention):
     CPU). Here the sequence-first input is a view of the batch-first one,
     which ``SDPAMultiheadAttention`` turns back. Results agree with mmcv's
     within float rounding. Anything but plain self-attention (masks,
-    positions, separate key/value) runs mmcv's forward.
+    positions, separate key/value) runs mmcv's forward; a key padding mask
+    runs on either path.
 
     Adds no parameters: VPTVisionTransformer switches the class of mmseg's
     own attention modules to this one, so names and checkpoints are
@@ -103,15 +114,39 @@ class FusedMultiheadAttention(MultiheadAttention):
 
     fused_attn = True
 
-    def forward(self, query, key=None, value=None, identity=None, **kwargs):
+    def forward(self, query, key=None, value=None, identity=None,
+                key_padding_mask=None, **kwargs):
         if not (self.fused_attn and key is None and value is None
                 and all(v is None for v in kwargs.values())):
-            return super().forward(query, key, value, identity, **kwargs)
+            return super().forward(query, key, value, identity,
+                                   key_padding_mask=key_padding_mask,
+                                   **kwargs)
         x = query.transpose(0, 1) if self.batch_first else query
-        out = self.attn(x, x, x, need_weights=False)[0]
+        out = self.attn(x, x, x, need_weights=False,
+                        key_padding_mask=key_padding_mask)[0]
         out = out.transpose(0, 1) if self.batch_first else out
         identity = query if identity is None else identity
         return identity + self.dropout_layer(self.proj_drop(out))
+
+
+class VPTEncoderLayer(TransformerEncoderLayer):
+    """mmseg's ``TransformerEncoderLayer`` that can pass a key padding mask
+    (B, N) to its attention; without one it is the parent's forward."""
+
+    def forward(self, x: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        if key_padding_mask is None:
+            return super().forward(x)
+
+        def _inner_forward(x):
+            x = self.attn(self.norm1(x), identity=x,
+                          key_padding_mask=key_padding_mask)
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
 
 
 @MODELS.register_module()
@@ -167,6 +202,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
         # the parent's own freezing would run before the prompts exist
         super().__init__(frozen_exclude=['all'], **kwargs)
         for layer in self.layers:
+            layer.__class__ = VPTEncoderLayer
             layer.attn.__class__ = FusedMultiheadAttention
             layer.attn.attn.__class__ = SDPAMultiheadAttention
         self.fused_attn = fused_attn
@@ -220,15 +256,12 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             outs.append(self._patch_map(x, hw_shape, 0))
 
         num_prefix = int(self.with_cls_token)
-        num_prompts = 0
+        flow = self.prompt_flow(B)
         for i, layer in enumerate(self.layers):
-            prompts = self.layer_prompts(i, B)
-            if prompts is not None:
-                x = splice_prompts(x, prompts, num_prefix, num_prompts)
-                num_prompts = prompts.shape[1]
-            x = layer(x)
+            x = flow.enter(x, i, num_prefix)
+            x = layer(x, flow.key_padding_mask(x.shape[1], num_prefix))
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.norm1(x)
             if i in self.out_indices:
-                outs.append(self._patch_map(x, hw_shape, num_prompts))
+                outs.append(self._patch_map(x, hw_shape, flow.count))
         return tuple(outs)
