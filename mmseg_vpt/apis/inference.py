@@ -60,7 +60,16 @@ def ade20k_meta() -> dict:
                 palette=[list(c) for c in meta['palette']])
 
 
-def _fallback_meta(num_classes: int) -> dict:
+def class_meta(meta: Optional[dict], num_classes: int) -> dict:
+    """Class names and palette for a model of ``num_classes`` classes: a
+    checkpoint's ``meta['dataset_meta']`` when it has both for that many
+    classes, else ADE20K's for 150 classes, else numbered classes with a
+    fixed random palette."""
+    dataset_meta = (meta or {}).get('dataset_meta') or {}
+    if 'classes' in dataset_meta and 'palette' in dataset_meta and \
+            len(dataset_meta['palette']) == num_classes:
+        return dict(classes=tuple(dataset_meta['classes']),
+                    palette=[list(c) for c in dataset_meta['palette']])
     if num_classes == 150:
         return ade20k_meta()
     rng = np.random.default_rng(42)
@@ -152,22 +161,14 @@ def init_segmentor(config: Union[str, Path, Config],
                 f'Checkpoint {checkpoint} does not fit the model built from '
                 f'{cfg_name}: {err}') from err
         meta = ckpt.get('meta') or {}
-    num_classes = model.decode_head.num_classes
-    dataset_meta = meta.get('dataset_meta') or {}
-    if 'classes' in dataset_meta and 'palette' in dataset_meta and \
-            len(dataset_meta['palette']) == num_classes:
-        model.dataset_meta = dict(classes=tuple(dataset_meta['classes']),
-                                  palette=[list(c) for c in
-                                           dataset_meta['palette']])
-    else:
-        model.dataset_meta = _fallback_meta(num_classes)
+    model.dataset_meta = class_meta(meta, model.decode_head.num_classes)
     model.cfg = cfg
     model.to(device)
     model.eval()
     return model
 
 
-def _test_pipeline(cfg: Config) -> Compose:
+def inference_pipeline(cfg: Config) -> Compose:
     """The config's test pipeline without annotation loading, taking images
     as arrays (``LoadImageFromNDArray``)."""
     pipeline = cfg.get('test_pipeline') or \
@@ -201,7 +202,7 @@ def preprocess(model: nn.Module, image: ImageInput) -> Tuple[torch.Tensor,
     padding). Returns the input batch (1, 3, H, W) on the model's device and
     the same image as RGB uint8 (H, W, 3), padded alike, for display."""
     img = image if isinstance(image, np.ndarray) else read_image(image)
-    data = _test_pipeline(model.cfg)(dict(img=img))
+    data = inference_pipeline(model.cfg)(dict(img=img))
     batch = model.data_preprocessor(
         dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
         False)
@@ -236,7 +237,7 @@ def inference(model: nn.Module, images: Union[ImageInput,
     """
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
-    pipeline = _test_pipeline(model.cfg)
+    pipeline = inference_pipeline(model.cfg)
     results = []
     for item in items:
         img = item if isinstance(item, np.ndarray) else read_image(item)
@@ -388,7 +389,7 @@ def infer_files(model: nn.Module, paths: Sequence[str],
         try:
             img = read_image(path)
             if pipeline is None:
-                pipeline = _test_pipeline(model.cfg)
+                pipeline = inference_pipeline(model.cfg)
             result = _predict(model, pipeline, img)
             save_prediction(model, img, result, out_dir, name, opacity)
         except ImageReadError as err:
