@@ -16,6 +16,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmseg_vpt', 'mmseg_vpt.*']),
+    package_data={'mmseg_vpt.serving': ['static/*']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.0',
@@ -28,6 +29,7 @@ setup(
     ],
     extras_require={
         'cls': ['onedl-mmpretrain>=1.3'],
+        'serve': ['fastapi', 'uvicorn', 'python-multipart'],
         'tests': ['pytest'],
     },
     license='Apache-2.0',

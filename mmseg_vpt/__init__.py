@@ -13,7 +13,7 @@ import sys
 with contextlib.redirect_stdout(sys.stderr):
     import mmseg.datasets  # noqa: F401,E402
 
-from . import engine, models  # noqa: F401,E402  (registers modules)
+from . import engine, models, serving  # noqa: F401,E402  (registers)
 # mmengine's local checkpoint loader, replaced by one whose errors name the
 # file (load_from, --resume, mmseg's init_model...)
 from .utils import checkpoints  # noqa: F401

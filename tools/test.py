@@ -1,4 +1,10 @@
-"""Test (and evaluate) a segmentor; same flags as mmseg 1.x's test tool."""
+"""Test (and evaluate) a segmentor; same flags as mmseg 1.x's test tool.
+
+Several checkpoints of the config (e.g. K training seeds of one task) are
+evaluated as a prompt ensemble: the mean of their softmax outputs, their
+prompt sets running as rows of one batch of the shared frozen backbone
+(``mmseg_vpt.serving.PromptEnsembleSegmentor``).
+"""
 import argparse
 import os
 import os.path as osp
@@ -21,7 +27,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', nargs='+',
+        help='checkpoint file; several: evaluate their prompt ensemble '
+        '(mean softmax), each checked against the base weights')
     parser.add_argument(
         '--work-dir', help='where the evaluation results are dumped as json')
     parser.add_argument(
@@ -61,7 +70,17 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
-    cfg.load_from = args.checkpoint
+    if len(args.checkpoint) == 1:
+        cfg.load_from = args.checkpoint[0]
+    elif args.ignore_base_hash or args.load_partial:
+        sys.exit('error: --ignore-base-hash and --load-partial apply to one '
+                 'checkpoint; an ensemble shares one frozen backbone, so '
+                 'every checkpoint must fit it and its base weights')
+    else:
+        cfg.model = dict(type='PromptEnsembleSegmentor', segmentor=cfg.model,
+                         checkpoints=args.checkpoint,
+                         test_pipeline=cfg.get('test_pipeline'))
+        cfg.load_from = None
     configure_tuned_checkpoints(cfg, not args.ignore_base_hash,
                                 args.load_partial)
     if args.show or args.show_dir:

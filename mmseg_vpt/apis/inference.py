@@ -272,9 +272,10 @@ def overlay(image_bgr: np.ndarray, label: np.ndarray,
 
 
 def save_label_png(label: np.ndarray, palette: Sequence[Sequence[int]],
-                   path: Union[str, Path]) -> None:
+                   path) -> None:
     """Write class ids as a palette PNG: pixel values are the class ids
-    (readable as a label map) and viewers show the palette's colours."""
+    (readable as a label map) and viewers show the palette's colours.
+    ``path``: a file name or a binary file object."""
     from PIL import Image
     if label.max(initial=0) > 255:
         raise ValueError('palette PNGs hold at most 256 classes')
@@ -283,7 +284,7 @@ def save_label_png(label: np.ndarray, palette: Sequence[Sequence[int]],
     given = np.asarray(palette, np.uint8)[:256]
     pal[:len(given)] = given
     img.putpalette(pal.reshape(-1).tolist())
-    img.save(str(path))
+    img.save(path if hasattr(path, 'write') else str(path), format='PNG')
 
 
 def save_prediction(model: nn.Module, image: Union[str, np.ndarray], result,

@@ -42,8 +42,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from ..apis.inference import class_meta, inference_pipeline, read_image
-from ..checkpoint import (BaseWeightsMismatch, CheckpointMismatch,
-                          TunedCheckpointError, check_state_fits,
+from ..checkpoint import (PARTIAL_HINT, BaseWeightsMismatch,
+                          CheckpointMismatch, check_state_fits,
                           file_sha256, pretrained_checkpoint, read_checkpoint,
                           tuned_record)
 from ..checkpoint.loading import _strip_module_prefix
@@ -69,6 +69,10 @@ VPT_TYPES = {'VisionTransformer': 'VPTVisionTransformer',
 
 class TaskError(ValueError):
     """A task cannot be added, or a request names no task."""
+
+
+class TaskExists(TaskError):
+    """A task of that name is already loaded."""
 
 
 class UnknownTask(TaskError, KeyError):
@@ -260,9 +264,13 @@ class MultiTaskSegmentor(nn.Module):
         self.backbone = backbone.to(device).eval()
         self.base_sha256 = file_sha256(local_checkpoint_path(self.base_path))
         self._base_out = self._out_indices(bcfg, bcfg.type)
-        self.device = torch.device(device)
         self.tasks: Dict[str, Task] = {}
         self._lock = threading.RLock()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone is (``.to()`` moves the tasks with it)."""
+        return next(self.backbone.parameters()).device
 
     # -- tasks -------------------------------------------------------------
     def _comparable(self, bcfg) -> dict:
@@ -354,7 +362,9 @@ class MultiTaskSegmentor(nn.Module):
         try:
             check_state_fits(model, rest, source)
         except CheckpointMismatch as err:
-            raise TaskConflict(str(err)) from err
+            # (a partial load makes no sense for a shared backbone)
+            raise TaskConflict(str(err).replace(PARTIAL_HINT, '').strip()
+                               ) from err
         model.load_state_dict(rest, strict=False)  # checked above
         model.auxiliary_head = None  # training only
         model = model.to(self.device).eval()
@@ -396,8 +406,8 @@ class MultiTaskSegmentor(nn.Module):
                     inference_pipeline(cfgs[0]), [str(f) for f in files])
         with self._lock:
             if name in self.tasks:
-                raise TaskError(f'task {name!r} is already loaded; remove '
-                                'it first')
+                raise TaskExists(f'task {name!r} is already loaded; remove '
+                                 'it first')
             self.tasks[name] = task
             self._register()
         return task
