@@ -249,9 +249,15 @@ PROTOCOLS: 'OrderedDict[str, dict]' = OrderedDict(
     vpt_deep=dict(prompt_layers='deep', frozen_exclude=['prompt']),
     vpt_bias=dict(prompt_layers='deep', frozen_exclude=['prompt', 'bias']),
 )
+#: ensemble rows -> (member protocol, members): the member of the row's
+#: seed is that protocol's own row, the others train with other seeds
+ENSEMBLES: 'OrderedDict[str, Tuple[str, int]]' = OrderedDict(
+    vpt_deep_x3=('vpt_deep', 3))
+ROWS = tuple(PROTOCOLS) + tuple(ENSEMBLES)
 PROTOCOL_NAMES = dict(full='Full fine-tuning', head_only='Head-only',
                       bias='Bias', vpt_shallow='VPT-shallow',
-                      vpt_deep='VPT-deep', vpt_bias='VPT + Bias')
+                      vpt_deep='VPT-deep', vpt_bias='VPT + Bias',
+                      vpt_deep_x3='VPT-deep, 3-seed ensemble')
 
 
 class MiniSegmentor(nn.Module):
@@ -282,6 +288,38 @@ class MiniSegmentor(nn.Module):
         feat = self.backbone(x)[-1]
         return F.interpolate(self.head(feat), size=x.shape[-2:],
                              mode='bilinear', align_corners=False)
+
+
+class PromptEnsemble(nn.Module):
+    """K segmentors of one frozen backbone (K seeds of a prompt protocol):
+    the backbone runs once over K copies of the batch, copy k with member
+    k's prompts (``mixed_prompts``, the serving mechanism), and the output
+    is the mean of the members' softmax."""
+
+    def __init__(self, members: Sequence[MiniSegmentor]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        shared = members[0].backbone
+        frozen = {k: v for k, v in shared.named_parameters()
+                  if not v.requires_grad}
+        for m in members[1:]:
+            theirs = dict(m.backbone.named_parameters())
+            if any(not torch.equal(v, theirs[k]) for k, v in frozen.items()):
+                raise ValueError('ensemble members must share the frozen '
+                                 'backbone weights')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K, N = len(self.members), x.shape[0]
+        backbone = self.members[0].backbone
+        index = torch.arange(K, device=x.device).repeat_interleave(N)
+        with backbone.mixed_prompts([m.backbone for m in self.members],
+                                    index):
+            feats = backbone(x.repeat(K, 1, 1, 1))[-1]
+        probs = [F.interpolate(m.head(f), size=x.shape[-2:],
+                               mode='bilinear', align_corners=False
+                               ).softmax(1)
+                 for m, f in zip(self.members, feats.split(N))]
+        return torch.stack(probs).mean(0)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -414,9 +452,10 @@ def build_protocol_model(cfg: MiniPaperConfig, protocol: str,
 
 
 def adapt(cfg: MiniPaperConfig, protocol: str, base_state: dict,
-          train: SceneSet, val: SceneSet, seed: int) -> dict:
+          train: SceneSet, val: SceneSet, seed: int,
+          models: Optional[list] = None) -> dict:
     """Adapt the pretrained backbone to the downstream task under
-    ``protocol`` and evaluate it."""
+    ``protocol`` and evaluate it (the model is appended to ``models``)."""
     task = cfg.downstream_task
     model = build_protocol_model(cfg, protocol, base_state,
                                  train.num_classes[task], seed)
@@ -426,21 +465,55 @@ def adapt(cfg: MiniPaperConfig, protocol: str, base_state: dict,
                        cfg.lrs, cfg.weight_decay, seed + 11)
     seconds = time.perf_counter() - t0
     miou, per_class = evaluate(model, val, task)
+    if models is not None:
+        models.append(model)
     return dict(protocol=protocol, seed=seed, miou=miou, iou=per_class,
                 loss=loss, tunable=counts['trainable'], total=counts['total'],
                 seconds=seconds)
 
 
+def adapt_ensemble(cfg: MiniPaperConfig, name: str, base_state: dict,
+                   train: SceneSet, val: SceneSet, seed: int,
+                   first: Optional[MiniSegmentor] = None) -> dict:
+    """An ensemble row: its protocol trained with K seeds (``first``, the
+    protocol's own row of this seed, is reused as member 0), evaluated as
+    one :class:`PromptEnsemble`."""
+    protocol, k = ENSEMBLES[name]
+    members = [] if first is None else [first]
+    rows = []
+    while len(members) < k:
+        member_seed = seed + 1000 * len(members)
+        rows.append(adapt(cfg, protocol, base_state, train, val,
+                          member_seed, members))
+    miou, per_class = evaluate(PromptEnsemble(members), val,
+                               cfg.downstream_task)
+    tunable = sum(count_parameters(m)['trainable'] for m in members)
+    return dict(protocol=name, seed=seed, miou=miou, iou=per_class,
+                members=k, member_mious=[r['miou'] for r in rows],
+                tunable=tunable, total=count_parameters(members[0])['total']
+                + tunable - count_parameters(members[0])['trainable'],
+                seconds=sum(r['seconds'] for r in rows))
+
+
 def run_seed(cfg: MiniPaperConfig, seed: int,
-             protocols: Sequence[str] = tuple(PROTOCOLS),
+             protocols: Sequence[str] = ROWS,
              log: Callable[[str], None] = print) -> dict:
-    """Pretrain once, then adapt with every protocol."""
+    """Pretrain once, then adapt with every protocol (ensemble rows last)."""
     base = pretrain(cfg, seed, log)
     train = scenes(cfg, cfg.num_train_images, seed=1000 * seed + 3)
     val = scenes(cfg, cfg.num_val_images, seed=1000 * seed + 4)
-    rows = []
-    for protocol in protocols:
-        row = adapt(cfg, protocol, base['state'], train, val, seed)
+    rows, models = [], {}
+    order = [p for p in protocols if p in PROTOCOLS] + \
+        [p for p in protocols if p in ENSEMBLES]
+    for protocol in order:
+        if protocol in ENSEMBLES:
+            row = adapt_ensemble(cfg, protocol, base['state'], train, val,
+                                 seed, models.get(ENSEMBLES[protocol][0]))
+        else:
+            kept = []
+            row = adapt(cfg, protocol, base['state'], train, val, seed,
+                        kept)
+            models[protocol] = kept[0]
         log(f'[seed {seed}] {PROTOCOL_NAMES[protocol]:<16} mIoU '
             f'{row["miou"]:.3f}  tunable {row["tunable"]:,}  '
             f'({row["seconds"]:.0f}s)')
@@ -450,7 +523,7 @@ def run_seed(cfg: MiniPaperConfig, seed: int,
 
 
 def run_mini_paper(cfg: MiniPaperConfig, seeds: Sequence[int],
-                   protocols: Sequence[str] = tuple(PROTOCOLS),
+                   protocols: Sequence[str] = ROWS,
                    log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     runs = [run_seed(cfg, s, protocols, log) for s in seeds]
@@ -522,7 +595,7 @@ def plot_results(result: dict, path: str) -> None:
     rows = summarize(result)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     markers = dict(full='s', head_only='o', bias='^', vpt_shallow='v',
-                   vpt_deep='*', vpt_bias='P')
+                   vpt_deep='*', vpt_bias='P', vpt_deep_x3='X')
     for r in rows:
         yerr = [[r['miou_mean'] - r['miou_min']],
                 [r['miou_max'] - r['miou_mean']]]
