@@ -519,12 +519,47 @@ def test_mini_paper_quick_run_vpt_deep_beats_head_only_with_few_params(
     result = json.loads((tmp_path / 'results.json').read_text())
     rows = {r['protocol']: r for r in result['runs'][0]['rows']}
     assert set(rows) == {'full', 'head_only', 'bias', 'vpt_shallow',
-                         'vpt_deep', 'vpt_bias'}
+                         'vpt_deep', 'vpt_bias', 'vpt_deep_x3'}
     mious = {k: round(r['miou'], 3) for k, r in rows.items()}
+    # the ensemble row: VPT-deep of this seed plus two more seeds
+    ens = rows['vpt_deep_x3']
+    assert ens['members'] == 3 and len(ens['member_mious']) == 2
+    assert ens['tunable'] == 3 * rows['vpt_deep']['tunable']
+    assert 'VPT-deep, 3-seed ensemble' in out
     assert rows['vpt_deep']['tunable'] < 0.10 * rows['full']['tunable']
     assert rows['vpt_deep']['miou'] > rows['head_only']['miou'] + \
         MINI_PAPER_MARGIN, mious
     assert rows['full']['miou'] > rows['vpt_deep']['miou'], mious
+
+
+def test_mini_paper_prompt_ensemble_is_the_mean_softmax_in_one_pass():
+    """PromptEnsemble runs the shared backbone once for K prompt sets and
+    equals the mean of the members' own softmax outputs."""
+    from mmseg_vpt.mini_paper import (MiniPaperConfig, MiniSegmentor,
+                                      PromptEnsemble, build_protocol_model)
+    cfg = MiniPaperConfig(embed_dims=16, num_layers=2, num_heads=2,
+                          prompt_length=4, img_size=32)
+    base = MiniSegmentor(cfg, 7).backbone.state_dict()
+    members = [build_protocol_model(cfg, 'vpt_deep', base, 4, seed=s).eval()
+               for s in (0, 1, 2)]
+    x = torch.randn(3, 3, 32, 32)
+    calls = []
+    members[0].backbone.register_forward_hook(
+        lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        refs = [m(x).softmax(1) for m in members]
+        calls.clear()
+        probs = PromptEnsemble(members).eval()(x)
+    assert calls == [9]  # one pass over 3 members x 3 images
+    assert (probs - sum(refs) / 3).abs().max() < 1e-6
+    assert not torch.allclose(refs[0], refs[1], atol=1e-3)  # members differ
+    with torch.no_grad():
+        single = PromptEnsemble(members[:1]).eval()(x)
+    assert (single - refs[0]).abs().max() < 1e-6
+    other = build_protocol_model(cfg, 'vpt_deep', MiniSegmentor(
+        cfg, 7).backbone.state_dict(), 4, seed=0)
+    with pytest.raises(ValueError, match='share the frozen backbone'):
+        PromptEnsemble([members[0], other])
 
 
 def test_mini_paper_protocols_train_what_the_paper_says():

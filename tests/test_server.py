@@ -54,15 +54,15 @@ def label_png(content: bytes) -> np.ndarray:
     return np.asarray(img).astype(np.int64)
 
 
-def reference_labels(cfg, path: Path, images) -> list:
-    model = init_segmentor(cfg, str(path))
-    return [inference(model, img).pred_sem_seg.data[0].numpy()
-            .astype(np.int64) for img in images]
+def labels_of(model, img: np.ndarray) -> np.ndarray:
+    """The reference label map: ``inference`` of one task's segmentor."""
+    return inference(model, img).pred_sem_seg.data[0].numpy().astype(
+        np.int64)
 
 
 def start_server(args, log: Path) -> tuple:
     """Start tools/serve.py with ``args`` on a free port; wait for /health
-    (failing with the server's log). Returns (process, base url, log)."""
+    (failing with the server's log). Returns (process, base url)."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     with open(log, 'w') as out:
@@ -88,22 +88,31 @@ def start_server(args, log: Path) -> tuple:
                          f'{log.read_text()[-6000:]}')
 
 
-def stop_server(proc: subprocess.Popen, log: Path) -> None:
-    """SIGTERM, as a service manager stops it: a clean exit with status 0
-    after uvicorn's shutdown (the batcher's lifespan end ran)."""
+def stop_server(proc: subprocess.Popen, log: Path,
+                sig: int = signal.SIGINT) -> None:
+    """Stop the server with ``sig`` (SIGINT: Ctrl+C, as its log says to;
+    SIGTERM: as a service manager does) and check it shut down cleanly:
+    uvicorn's shutdown ran the app's lifespan end (the batcher stopped), no
+    traceback, and exit status 0 for SIGINT, or -SIGTERM for SIGTERM
+    (uvicorn re-raises a caught SIGTERM after its graceful shutdown, so the
+    process ends by the signal, as a supervisor expects)."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
     try:
         rc = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError(f'server still running 30 s after SIGTERM:\n'
-                             f'{log.read_text()[-4000:]}') from None
+        raise AssertionError(f'server still running 30 s after signal '
+                             f'{sig}:\n{log.read_text()[-4000:]}') from None
     text = log.read_text()
-    assert rc == 0, f'server exited with {rc}:\n{text[-4000:]}'
-    assert 'Application shutdown complete' in text, text[-4000:]
-    assert 'Traceback' not in text, text[-6000:]
+    expected = 0 if sig == signal.SIGINT else -sig
+    assert rc == expected, f'server exited with {rc}:\n{text[-4000:]}'
+    shutdown = text[text.rfind('Shutting down'):]
+    for line in ('Application shutdown complete',
+                 'Finished server process'):
+        assert line in shutdown, text[-4000:]
+    assert 'Traceback' not in shutdown, shutdown[-6000:]
 
 
 def sha256(path: Path) -> str:
@@ -146,11 +155,18 @@ def images():
 
 
 @pytest.fixture(scope='module')
-def refs(files, images):
-    """{task: [label map of each image]} from init_segmentor + inference."""
+def models(files):
+    """{task: init_segmentor(config, task file)}: the reference."""
     torch.set_num_threads(1)
-    out = {name: reference_labels(*files[name], images)
-           for name in TASKS + ('new7',)}
+    return {name: init_segmentor(files[name][0], str(files[name][1]))
+            for name in TASKS + ('new7',)}
+
+
+@pytest.fixture(scope='module')
+def refs(models, images):
+    """{task: [label map of each image]} from init_segmentor + inference."""
+    out = {name: [labels_of(model, img) for img in images]
+           for name, model in models.items()}
     for name, labels in out.items():  # the models are not constant
         assert len(np.unique(np.concatenate(
             [x.ravel() for x in labels]))) > 1, name
@@ -171,9 +187,16 @@ def server(files):
     proc, url = start_server(args, log)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
+            client.server_log = log  # for failure messages
             yield client
     finally:
         stop_server(proc, log)
+
+
+def log_tail(client, chars=3000) -> str:
+    """The end of the server's log (a 500's traceback)."""
+    log = getattr(client, 'server_log', None)
+    return log.read_text()[-chars:] if log else ''
 
 
 def predict(client, task, body, fmt=None, **kwargs):
@@ -294,6 +317,45 @@ def test_predictions_equal_the_reference(server, images, refs, task):
     np.testing.assert_array_equal(label_png(res.content), refs[task][1])
 
 
+def _odd_images() -> dict:
+    rng = np.random.default_rng(3)
+
+    def rand(*shape, top=256, dtype=np.uint8):
+        return rng.integers(0, top, shape, dtype=dtype)
+
+    color = rand(50, 40, 3)
+    return {
+        '1x1': png(color[:1, :1]),
+        'thin 3x190': png(rand(3, 190, 3)),
+        'tall 150x4': png(rand(150, 4, 3)),
+        'grayscale': png(rand(45, 66)),
+        'rgba': png(rand(33, 47, 4)),
+        '16-bit': png(rand(40, 52, 3, top=65536, dtype=np.uint16)),
+        'jpeg': cv2.imencode('.jpg', color)[1].tobytes(),
+        'bmp': cv2.imencode('.bmp', color)[1].tobytes(),
+    }
+
+
+ODD_IMAGES = _odd_images()
+
+
+@pytest.mark.parametrize('kind', list(ODD_IMAGES))
+def test_odd_images_equal_the_reference(server, models, kind):
+    """Tiny, extreme-aspect, grayscale, RGBA, 16-bit, JPEG and BMP uploads
+    are read as OpenCV reads them (BGR uint8) and every task's label map
+    equals the reference's on that image, at the image's size."""
+    body = ODD_IMAGES[kind]
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    for task in TASKS:
+        res = predict(server, task, body)
+        assert res.status_code == 200, \
+            f'{task}: {res.text}\n{log_tail(server)}'
+        labels = label_png(res.content)
+        assert labels.shape == img.shape[:2], task
+        np.testing.assert_array_equal(labels, labels_of(models[task], img),
+                                      err_msg=task)
+
+
 # --------------------------------------------------------------------------
 # bad requests
 # --------------------------------------------------------------------------
@@ -310,7 +372,7 @@ def _bad_predicts():
             f"unknown task 'nope'; loaded: {LOADED}"),
         'not an image': (
             dict(content=b'this is not an image'), 415,
-            'the body (20 bytes) is not an image OpenCV can decode (PNG, '
+            'the body (20 bytes) is not an image that can be decoded (PNG, '
             'JPEG, BMP, TIFF or WebP)'),
         'empty body': (
             dict(content=b''), 400,
@@ -356,9 +418,11 @@ def test_bad_predict_gets_4xx_and_server_goes_on(server, images, refs, case):
     kwargs, status, detail = BAD_PREDICTS[case]
     kwargs = dict(kwargs)
     kwargs.setdefault('params', dict(task='shallow7'))
+    before = metrics(server)['responses_by_status'].get(str(status), 0)
     res = server.post('/predict', **kwargs)
     assert res.status_code == status, res.text
     assert res.json() == dict(detail=detail)
+    assert metrics(server)['responses_by_status'][str(status)] == before + 1
     assert_serves(server, images, refs)
 
 
@@ -367,7 +431,8 @@ def test_bad_task_changes_get_4xx_and_server_goes_on(server, files, images,
     """POST /tasks: a file tuned on another base is 409 naming both
     SHA-256s; a VPT+Bias file is 422 naming a changed bias; a missing file
     or a file that is no checkpoint is 400 naming it; a taken name is 409;
-    DELETE of an unknown task is 404. Nothing is added, and valid
+    a name with '/' is 400, no checkpoints 422 (validation); DELETE of an
+    unknown task is 404. Nothing is added, and valid
     requests are still answered right after each."""
     res = server.post('/tasks', json=dict(name='foreign',
                                           checkpoints=[str(files['foreign'])]))
@@ -408,8 +473,17 @@ def test_bad_task_changes_get_4xx_and_server_goes_on(server, files, images,
         detail="task 'ade' is already loaded; remove it first")
     assert_serves(server, images, refs)
 
+    res = server.post('/tasks', json=dict(
+        name='a/b', checkpoints=[str(files['new7'][1])]))
+    assert res.status_code == 400, res.text
+    assert res.json() == dict(detail="task name must be a non-empty string "
+                              "without '/', got 'a/b'")
+    assert_serves(server, images, refs)
+
     res = server.post('/tasks', json=dict(name='empty', checkpoints=[]))
     assert res.status_code == 422, res.text
+    assert [e['loc'] for e in res.json()['detail']] == [
+        ['body', 'checkpoints']]
     assert_serves(server, images, refs)
 
     res = server.delete('/tasks/nope')
@@ -455,6 +529,74 @@ def test_task_added_and_removed_at_run_time(server, files, images, refs):
     assert_serves(server, images, refs, 'shallow7', 4)
 
 
+def test_prompt_ensemble_added_at_run_time(server, files, models, images):
+    """POST /tasks with two files of one task (shallow7 and a new seed) is
+    a prompt ensemble of size 2 whose labels are the argmax of the two
+    references' mean softmax; DELETE removes it."""
+    paths = [str(files['shallow7'][1]), str(files['new7'][1])]
+    res = server.post('/tasks', json=dict(name='ens7', checkpoints=paths))
+    assert res.status_code == 201, res.text
+    added = res.json()
+    assert (added['ensemble_size'], added['num_classes'], added['files']
+            ) == (2, 7, paths)
+    try:
+        for i in (1, 5):
+            logits = [inference(models[t], images[i]).seg_logits.data
+                      for t in ('shallow7', 'new7')]
+            expect = torch.stack(logits).softmax(1).mean(0).argmax(0)
+            for alone in logits:  # the ensemble is neither member alone
+                assert not torch.equal(expect, alone.argmax(0))
+            res = predict(server, 'ens7', png(images[i]))
+            assert res.status_code == 200, res.text
+            np.testing.assert_array_equal(label_png(res.content),
+                                          expect.numpy())
+    finally:
+        res = server.delete('/tasks/ens7')
+    assert res.status_code == 200, res.text
+    assert res.json() == dict(removed='ens7', tasks=list(TASKS))
+
+
+def test_task_removed_under_load(server, files, images, refs):
+    """DELETE of a task while 32 of its requests are in flight (sent once
+    the first is answered; batches of 8, so at least 16 are still queued
+    or unsent): every request is answered, 200 with the task's labels if
+    it ran before the removal, else 404 naming the loaded tasks (never a
+    500, none lost); the other tasks are unaffected."""
+    path = str(files['new7'][1])
+    res = server.post('/tasks', json=dict(name='tmp7', checkpoints=[path]))
+    assert res.status_code == 201, res.text
+
+    async def scenario():
+        async with httpx.AsyncClient(
+                base_url=str(server.base_url), timeout=120,
+                limits=httpx.Limits(max_connections=40)) as client:
+            async def one(i):
+                res = await client.post('/predict', params=dict(task='tmp7'),
+                                        content=png(images[i % 4]))
+                return i % 4, res
+            jobs = [asyncio.ensure_future(one(i)) for i in range(32)]
+            await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            removed = await client.delete('/tasks/tmp7')
+            return removed, await asyncio.gather(*jobs)
+
+    removed, answers = asyncio.run(scenario())
+    assert removed.status_code == 200, removed.text
+    assert len(answers) == 32
+    statuses = sorted(res.status_code for _, res in answers)
+    assert set(statuses) <= {200, 404}, [r.text for _, r in answers]
+    assert statuses[0] == 200  # the first answer came before the DELETE
+    assert statuses[-1] == 404  # the last batches came after it
+    for i, res in answers:
+        if res.status_code == 200:
+            np.testing.assert_array_equal(label_png(res.content),
+                                          refs['new7'][i])
+        else:
+            assert res.json() == dict(
+                detail=f"unknown task 'tmp7'; loaded: {LOADED}")
+    assert server.get('/health').json()['tasks'] == list(TASKS)
+    assert_serves(server, images, refs, 'fcn4', 1)
+
+
 # --------------------------------------------------------------------------
 # dynamic batching
 # --------------------------------------------------------------------------
@@ -496,7 +638,7 @@ def test_concurrent_requests_are_batched_and_none_lost(server, images,
     assert max(k for k, v in grown.items() if v) > 1, grown
     assert max(int(k) for k in after['batch_sizes']) <= 8
     assert after['responses_by_status']['200'] - \
-        before['responses_by_status']['200'] == len(jobs) + 1  # + /metrics
+        before['responses_by_status']['200'] == len(jobs) + 1  # + before's
     assert after['queued'] == 0
     assert after['latency_ms']['count'] >= len(jobs)
 
@@ -527,7 +669,6 @@ def test_requests_of_different_tasks_share_a_batch(server, images, refs):
 # --------------------------------------------------------------------------
 # read-only
 # --------------------------------------------------------------------------
-@pytest.mark.slow
 def test_read_only_server_refuses_task_changes(files, images, refs):
     """--read-only: POST and DELETE /tasks are 403 with a message naming
     the flag, the tasks stay, and predictions still work."""
@@ -550,4 +691,4 @@ def test_read_only_server_refuses_task_changes(files, images, refs):
             assert client.get('/health').json()['tasks'] == ['shallow7']
             assert_serves(client, images, refs, 'shallow7', 1)
     finally:
-        stop_server(proc, log)
+        stop_server(proc, log, signal.SIGTERM)

@@ -171,6 +171,7 @@ class Task:
     palette: List[List[int]]
     pipeline: Compose
     files: List[str] = field(default_factory=list)
+    ensemble: bool = False  # given as a list: predicts mean probabilities
 
     @property
     def num_classes(self) -> int:
@@ -274,10 +275,13 @@ class MultiTaskSegmentor(nn.Module):
 
     # -- tasks -------------------------------------------------------------
     def _comparable(self, bcfg) -> dict:
-        """The backbone arguments every task must share with the base."""
-        plain = _plain(bcfg.to_dict() if hasattr(bcfg, 'to_dict') else
+        """The backbone arguments every task must share with the base, with
+        the class's defaults filled in (a config may spell one out)."""
+        given = _plain(bcfg.to_dict() if hasattr(bcfg, 'to_dict') else
                        dict(bcfg))
-        plain['type'] = _backbone_type(plain)
+        type_name = _backbone_type(given)
+        plain = dict(_plain(_arg_defaults(type_name)), **given)
+        plain['type'] = type_name
         return {k: v for k, v in plain.items() if k not in TASK_OWN_KEYS}
 
     def _out_indices(self, bcfg, type_name: str) -> List[int]:
@@ -374,8 +378,9 @@ class MultiTaskSegmentor(nn.Module):
                  checkpoints: Union[str, Path, Sequence[Union[str, Path]]],
                  config: Optional[Union[str, Config]] = None) -> Task:
         """Load a task (one checkpoint) or a prompt ensemble (a list of
-        them, e.g. K seeds) under ``name``; the backbone is not reloaded.
-        ``config`` overrides the config the files carry."""
+        them, e.g. K seeds; a list of one is an ensemble of one) under
+        ``name``; the backbone is not reloaded. ``config`` overrides the
+        config the files carry."""
         if not isinstance(name, str) or not name or '/' in name:
             raise TaskError(f'task name must be a non-empty string without '
                             f"'/', got {name!r}")
@@ -403,7 +408,8 @@ class MultiTaskSegmentor(nn.Module):
                         f'{what} than {members[0].source} ({b} vs {a})')
         meta = class_meta(metas[0], first.decode_head.num_classes)
         task = Task(name, list(members), meta['classes'], meta['palette'],
-                    inference_pipeline(cfgs[0]), [str(f) for f in files])
+                    inference_pipeline(cfgs[0]), [str(f) for f in files],
+                    ensemble=not isinstance(checkpoints, (str, Path)))
         with self._lock:
             if name in self.tasks:
                 raise TaskExists(f'task {name!r} is already loaded; remove '
@@ -486,8 +492,8 @@ class MultiTaskSegmentor(nn.Module):
                                    [(u.box, logits[id(u)]) for u in units
                                     if u.sample == s and u.member is member])
                     for member in task.members]
-            results.append(outs[0] if len(outs) == 1 else
-                           self._ensemble(task, sample, outs))
+            results.append(self._ensemble(task, sample, outs)
+                           if task.ensemble else outs[0])
         return results
 
     def _decode(self, units: List[_Unit], prepared) -> Dict[int, torch.Tensor]:

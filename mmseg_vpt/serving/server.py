@@ -58,28 +58,29 @@ def _error(status: int, message: str) -> HTTPException:
 
 
 def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
-    """The request body as a BGR image, or a 4xx naming the problem."""
+    """The request body as a BGR image, or a 4xx naming the problem. The
+    size is read from the file's header before anything is decoded, so a
+    small file that would decode to a huge image is refused cheaply."""
+    from PIL import Image
     if not body:
         raise _error(400, 'empty request body: send an image file (PNG, '
                      'JPEG, BMP, TIFF or WebP) as the body or as the '
                      'multipart field "image"')
-    # read the header first: a huge image is refused before it is decoded
-    header = np.frombuffer(body, np.uint8)
-    img = cv2.imdecode(header, cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if img is None:
-        raise _error(415, f'the body ({len(body)} bytes) is not an image '
-                     'OpenCV can decode (PNG, JPEG, BMP, TIFF or WebP)')
-    if img.shape[0] * img.shape[1] * 64 > max_pixels:
-        img = cv2.imdecode(header, cv2.IMREAD_COLOR)
-        if img is None or img.shape[0] * img.shape[1] > max_pixels:
-            shape = 'unknown' if img is None else \
-                f'{img.shape[1]}x{img.shape[0]}'
-            raise _error(413, f'image of {shape} pixels is larger than the '
-                         f'limit of {max_pixels} pixels (--max-image-pixels)')
-        return img
-    img = cv2.imdecode(header, cv2.IMREAD_COLOR)
-    if img is None:
-        raise _error(415, 'the body is not a decodable colour image')
+    not_image = _error(415, f'the body ({len(body)} bytes) is not an image '
+                       'that can be decoded (PNG, JPEG, BMP, TIFF or WebP)')
+    try:
+        with Image.open(io.BytesIO(body)) as header:
+            width, height = header.size
+    except Image.DecompressionBombError as err:
+        raise _error(413, f'image refused as too large: {err}')
+    except Exception:  # noqa: BLE001 - PIL's many "not an image" errors
+        raise not_image
+    if width * height > max_pixels:
+        raise _error(413, f'image of {width}x{height} pixels is larger than '
+                     f'the limit of {max_pixels} pixels (--max-image-pixels)')
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise not_image
     return img
 
 

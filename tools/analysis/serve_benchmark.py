@@ -472,6 +472,8 @@ def main(argv=None) -> int:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
+        with open(osp.splitext(args.out)[0] + '.md', 'w') as f:
+            f.write(table + '\n')
     if lost:
         print(f'error: requests without an answer in {lost}',
               file=sys.stderr)
