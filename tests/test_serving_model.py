@@ -449,6 +449,19 @@ def test_ensemble_of_one_reports_log_probabilities_like_any_ensemble(served):
         served.model.remove_task('e1')
 
 
+def test_ensemble_members_must_agree_on_classes_and_test_settings(served):
+    """Members of other class counts cannot be averaged: refused naming
+    both files and the counts; the model keeps serving its tasks."""
+    a, b = served.names[0], served.names[1]
+    with pytest.raises(TaskConflict, match=r"ensemble 'bad': .* has another "
+                       r'num_classes than .* \(7 vs 150\)'):
+        served.model.add_task('bad', [served.path(a), served.path(b)])
+    assert 'bad' not in served.model.tasks
+    got = served.model.predict(served.images[:1], [served.mixed[0]])[0]
+    assert torch.equal(got.pred_sem_seg.data,
+                       served.expected[0].pred_sem_seg.data)
+
+
 def test_ensemble_of_three_seeds_averages_their_softmax(served):
     """Three seeds of one task (the sliding-window one for Swin), in a
     batch mixed with another task: probabilities are the mean of the three
