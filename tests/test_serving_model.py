@@ -778,3 +778,50 @@ def test_test_py_with_several_task_files_evaluates_their_ensemble(
     assert '--ignore-base-hash and --load-partial apply to one checkpoint' \
         in message
     assert 'Iter(test)' not in message
+
+
+# --------------------------------------------------------------------------
+# 8. a timm foundation backbone (rotary attention) behind MultiTaskSegmentor
+# --------------------------------------------------------------------------
+def test_timm_rotary_backbone_tasks_mix_exactly(tmp_path):
+    """Two tasks on a tiny DINOv3-architecture ``VPTTimmViT`` (rotary
+    attention, register tokens) with other prompt lengths, layers and class
+    counts: a mixed batch equals each task's own segmentor (1e-5)."""
+    tiny = dict(depth=3, embed_dim=64, num_heads=4)
+    backbone = dict(type='VPTTimmViT', model_name='vit_large_patch16_dinov3',
+                    timm_kwargs=tiny, out_indices=(0, 1, 2))
+    base_model = MODELS.build(dict(backbone, prompt_length=0,
+                                   frozen_exclude=[]))
+    base_model.init_weights()
+    base = tmp_path / 'dinov3_base.pth'
+    torch.save(base_model.timm_model.state_dict(), base)  # timm's layout
+    head = dict(_delete_=True, type='FCNHead', in_channels=64, channels=16,
+                num_convs=1, in_index=2, concat_input=False,
+                norm_cfg=dict(type='BN', requires_grad=True),
+                align_corners=False)
+    specs = {'deep4': (dict(prompt_length=4), 5),
+             'layer1x2': (dict(prompt_length=2, prompt_layers=[1]), 3)}
+    files = {}
+    for seed, (name, (prompts, classes)) in enumerate(specs.items()):
+        cfg = task_config('vit', base)
+        cfg.model.backbone = dict(
+            backbone, **prompts,
+            init_cfg=dict(type='Pretrained', checkpoint=str(base)))
+        cfg.merge_from_dict({'model.decode_head': dict(head,
+                                                       num_classes=classes),
+                             'model.auxiliary_head': None})
+        files[name] = (cfg, write_task_file(cfg, tmp_path / f'{name}.pth',
+                                            seed))
+    model = MultiTaskSegmentor(str(files['deep4'][1]))
+    for name, (_, path) in files.items():
+        model.add_task(name, str(path))
+    images = random_images(4, seed=3)
+    names = ['deep4', 'layer1x2', 'layer1x2', 'deep4']
+    results = model.predict(images, names)
+    for img, name, got in zip(images, names, results):
+        ref = inference(init_segmentor(files[name][0], str(files[name][1])),
+                        img)
+        a, b = got.seg_logits.data, ref.seg_logits.data
+        assert a.shape == b.shape == (specs[name][1], 70, 90)
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), name
+        assert torch.equal(got.pred_sem_seg.data, ref.pred_sem_seg.data)
