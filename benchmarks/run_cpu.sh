@@ -30,6 +30,14 @@ bench() {  # NAME ARGS...
     --out "$OUT/$name.json" | tee "$OUT/$name.md"
 }
 
+serve() {  # NAME CONFIG ARGS...: tools/analysis/serve_benchmark.py
+  local name=$1; shift
+  echo "== $name: python tools/analysis/serve_benchmark.py $*" >&2
+  "$PY" tools/analysis/serve_benchmark.py "$@" --device "$DEVICE" \
+    --threads "${THREADS:-1}" --work-dir "work_dirs/serve_bench/$name" \
+    --out "$OUT/$name.json"
+}
+
 run() {
   case $1 in
   # goal 2: backbone inference, VPT-deep 10 prompts vs no prompts
@@ -60,6 +68,12 @@ run() {
   ba_swin_full) bench $1 $SWIN_FULL --mode train_backbone --cfg-options "${SWIN_B6[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
   ba_g2_swin) bench $1 $SWIN_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 5 --repeats 3 ;;
   ba_g2_vit) bench $1 $VIT_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 2 --repeats 2 ;;
+  # issue 13: 8 tasks on one backbone vs per-task passes and 8 segmentors
+  serve_tiny-vit) serve $1 configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py ;;
+  serve_tiny-vit_mixed-lengths) serve $1 configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py --mixed-lengths ;;
+  serve_tiny-swin) serve $1 configs/demo/upernet_swin-tiny_vpt-deep_synthetic-ade20k.py ;;
+  serve_setr-vit-l) serve $1 $VIT_VPT --memory-only --image-size 512 --modes mixed --backbone-iters 2 --backbone-warmup 1 ;;
+  serve_swin-b_memory) serve $1 $SWIN_VPT --memory-only --no-backbone --image-size 512 --modes mixed separate ;;
   *) echo "unknown benchmark $1" >&2; exit 2 ;;
   esac
 }
@@ -67,5 +81,7 @@ run() {
 ALL=(g2_swin g2_vit g2_dinov2 g1_vit g1_swin g1_vit_backbone g1_swin_backbone
      mem_vit mem_swin
      g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp g3_vit_lean g3_swin_lean
-     ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit)
+     ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit
+     serve_tiny-vit serve_tiny-vit_mixed-lengths serve_tiny-swin
+     serve_setr-vit-l serve_swin-b_memory)
 for name in "${@:-${ALL[@]}}"; do run "$name"; done

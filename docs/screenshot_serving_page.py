@@ -1,7 +1,8 @@
 """Screenshot of the serving web page in a real headless browser (the
 README's picture).
 
-    python docs/screenshot_serving_page.py http://127.0.0.1:8000/ IMAGE TASK OUT.png
+    python docs/screenshot_serving_page.py http://127.0.0.1:8000/ \
+        IMAGE TASK OUT.png
 
 Uploads IMAGE for TASK on the page, as a user would, waits for the overlay
 and the class legend, and saves the page. Needs playwright (``pip install

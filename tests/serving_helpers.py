@@ -77,8 +77,9 @@ def write_task_file(cfg: Config, path: Path, seed: int,
     num_classes = model.decode_head.num_classes
     names = classes or [f'{path.stem}-{i}' for i in range(num_classes)]
     rng = np.random.default_rng(seed)
-    meta = dict(cfg=cfg.pretty_text, dataset_meta=dict(
-        classes=names, palette=rng.integers(0, 256, (num_classes, 3)).tolist()))
+    palette = rng.integers(0, 256, (num_classes, 3)).tolist()
+    meta = dict(cfg=cfg.pretty_text,
+                dataset_meta=dict(classes=names, palette=palette))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(plan.apply({'meta': meta, 'state_dict': model.state_dict()}),
                path)

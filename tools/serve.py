@@ -1,6 +1,7 @@
 """Serve many VPT tasks from one frozen backbone over HTTP.
 
-    python tools/serve.py CONFIG_OR_BASE --task ade=work_dirs/ade/iter_160000.pth \
+    python tools/serve.py CONFIG_OR_BASE \
+        --task ade=work_dirs/ade/iter_160000.pth \
         --task roads=seed0.pth,seed1.pth,seed2.pth [--port 8000]
 
 CONFIG_OR_BASE is a config whose backbone's init_cfg names the pretrained

@@ -116,7 +116,7 @@ def prepare(config: str, work_dir: str, num_tasks: int,
 # --------------------------------------------------------------------------
 # the alternatives, behind the same app
 # --------------------------------------------------------------------------
-def per_task_model(first_file: str):
+def per_task_model(first_file: str, device: str):
     from mmseg_vpt.serving import MultiTaskSegmentor
 
     class PerTask(MultiTaskSegmentor):
@@ -130,13 +130,13 @@ def per_task_model(first_file: str):
                         [images[i] for i in rows], name)):
                     out[i] = r
             return out
-    return PerTask(first_file)
+    return PerTask(first_file, device=device)
 
 
 class SeparateSegmentors:
     """One full segmentor per task (mmseg's test_step, batched per task)."""
 
-    def __init__(self, files, names) -> None:
+    def __init__(self, files, names, device: str = 'cpu') -> None:
         import torch
         from mmengine.config import Config
 
@@ -147,10 +147,10 @@ class SeparateSegmentors:
         for name, path in zip(names, files):
             cfg = Config.fromstring(read_checkpoint(path)['meta']['cfg'],
                                     file_format='.py')
-            self.models[name] = init_segmentor(cfg, path)
+            self.models[name] = init_segmentor(cfg, path, device=device)
             self.pipelines[name] = inference_pipeline(cfg)
         self.tasks = dict.fromkeys(names)
-        self.device = torch.device('cpu')
+        self.device = torch.device(device)
 
     def task(self, name):
         from mmseg_vpt.serving import UnknownTask
@@ -189,10 +189,11 @@ def serve_main(args) -> None:
     files = args.task_files
     names = [f'task{i}' for i in range(len(files))]
     if args.serve == 'separate':
-        model = SeparateSegmentors(files, names)
+        model = SeparateSegmentors(files, names, args.device)
     else:
-        model = per_task_model(files[0]) if args.serve == 'per_task' else \
-            MultiTaskSegmentor(files[0])
+        model = per_task_model(files[0], args.device) if \
+            args.serve == 'per_task' else \
+            MultiTaskSegmentor(files[0], device=args.device)
         for name, path in zip(names, files):
             model.add_task(name, path)
     app = create_app(model, args.max_batch_size, args.max_wait_ms)
@@ -275,6 +276,7 @@ def measure_server(args, mode: str, files, load: bool) -> dict:
     port = _free_port()
     cmd = [sys.executable, osp.abspath(__file__), args.config, '--serve',
            mode, '--port', str(port), '--threads', str(args.threads),
+           '--device', args.device,
            '--max-batch-size', str(args.max_batch_size), '--max-wait-ms',
            str(args.max_wait_ms), '--task-files', *files]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -326,12 +328,13 @@ def backbone_ratio(args, files) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     from mmseg_vpt.serving import MultiTaskSegmentor
-    model = MultiTaskSegmentor(files[0])
+    model = MultiTaskSegmentor(files[0], device=args.device)
     for i, path in enumerate(files):
         model.add_task(f'task{i}', path)
     members = [model.task(f'task{i}').members[0] for i in range(len(files))]
     size = args.backbone_size or args.image_size
-    x = torch.randn(len(files), 3, size, size)
+    x = torch.randn(len(files), 3, size, size, device=args.device)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     mixed, single = members, [members[0]] * len(files)
     times = {'mixed': [], 'single': [], 'one_by_one': []}
 
@@ -348,8 +351,10 @@ def backbone_ratio(args, files) -> dict:
                 fn()
         for _ in range(args.backbone_iters):
             for name, fn in runs:
+                sync()
                 t0 = time.perf_counter()
                 fn()
+                sync()
                 times[name].append(time.perf_counter() - t0)
     ratios = [m / s for m, s in zip(times['mixed'], times['single'])]
     gains = [o / m for o, m in zip(times['one_by_one'], times['mixed'])]
@@ -428,6 +433,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--max-batch-size', type=int, default=8)
     p.add_argument('--max-wait-ms', type=float, default=10.0)
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--device', default='cpu')
     p.add_argument('--timeout', type=float, default=300.0,
                    help='per-request client timeout (s)')
     p.add_argument('--start-timeout', type=float, default=600.0)
