@@ -62,9 +62,10 @@ def test_config_builds_and_trains_what_its_row_says(config):
                if 'prompt' in n]
     assert bool(prompts) == (backbone.prompt_length > 0), config
     if backbone.type == 'VPTVisionTransformer' and prompts:
+        layers = 1 if backbone.prompt_layers == 'shallow' else len(
+            model.backbone.layers)  # the configs are deep or shallow
         assert model.backbone.prompt_embeddings.shape == (
-            len(model.backbone.layers), backbone.prompt_length,
-            backbone.embed_dims)
+            layers, backbone.prompt_length, backbone.embed_dims)
     if backbone.type == 'VPTTimmViT' and prompts:
         timm_model = model.backbone.timm_model
         assert model.backbone.prompt_embeddings.shape == (

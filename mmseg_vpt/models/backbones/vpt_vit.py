@@ -5,8 +5,9 @@ calls mmseg's layers as they are; only the classes of each layer and of its
 attention modules are switched (mmcv's ``MultiheadAttention`` and the torch
 ``nn.MultiheadAttention`` inside it), for the fused path and for a key
 padding mask (prompt slots a task leaves empty in a mixed-task batch).
-Every module is called through ``__call__``, so forward hooks fire and swapped submodules
-take effect; parameter names and checkpoints are mmseg's.
+Every module is called through ``__call__``, so forward hooks fire and
+swapped submodules take effect; parameter names and checkpoints are
+mmseg's.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
