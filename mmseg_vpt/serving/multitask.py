@@ -300,6 +300,9 @@ class MultiTaskSegmentor(nn.Module):
     def _member(self, name: str, checkpoint: str,
                 config: Optional[Union[str, Config]]) -> Tuple[TaskMember,
                                                                dict, Config]:
+        """One task file as a member: its config (given, carried by the
+        file, or the base's), checked against the shared backbone; its
+        segmentor with :class:`TaskPrompts` as backbone; its state."""
         source = f'task {name!r} file {checkpoint}'
         ckpt = read_checkpoint(str(checkpoint), source)
         meta = ckpt.get('meta') or {}
@@ -311,8 +314,28 @@ class MultiTaskSegmentor(nn.Module):
             print_log(f'{source} carries no config; using the base config',
                       logger='current', level=logging.WARNING)
             cfg = copy.deepcopy(self.cfg)
+        out_indices = self._check_shares_backbone(source, cfg, ckpt)
         bcfg = cfg.model.backbone
-        type_name = _backbone_type(bcfg)
+        defaults = _arg_defaults(_backbone_type(bcfg))
+        mcfg = copy.deepcopy(cfg.model)
+        mcfg.backbone = dict(type='TaskPrompts',
+                             **self.backbone.prompt_geometry,
+                             **{k: bcfg.get(k, defaults.get(k))
+                                for k in PROMPT_ARGS})
+        mcfg.train_cfg = None
+        mcfg.pop('pretrained', None)
+        model = MODELS.build(mcfg)
+        model.load_state_dict(self._task_state(source, model, ckpt, meta),
+                              strict=False)  # checked there
+        model.auxiliary_head = None  # training only
+        model = model.to(self.device).eval()
+        return TaskMember(model, out_indices, str(checkpoint)), meta, cfg
+
+    def _check_shares_backbone(self, source: str, cfg: Config,
+                               ckpt: dict) -> List[int]:
+        """Refuse a task whose backbone config or base file differs from
+        the shared one; return its out_indices."""
+        bcfg = cfg.model.backbone
         theirs, ours = self._comparable(bcfg), self._backbone_cfg
         differ = sorted(k for k in set(theirs) | set(ours)
                         if theirs.get(k) != ours.get(k))
@@ -327,23 +350,20 @@ class MultiTaskSegmentor(nn.Module):
                 f'{source} was tuned on base weights {record.checkpoint} '
                 f'(sha256 {record.sha256}), but the shared backbone holds '
                 f'{self.base_path} (sha256 {self.base_sha256})')
-        out_indices = self._out_indices(bcfg, type_name)
+        out_indices = self._out_indices(bcfg, _backbone_type(bcfg))
         if hasattr(self.backbone, 'stages') and not set(out_indices) <= set(
                 self._base_out):
             raise TaskConflict(
                 f'{source}: out_indices {out_indices} are not all outputs '
                 f'of the shared Swin backbone ({self._base_out}, whose output '
                 'norms are built per index)')
-        defaults = _arg_defaults(type_name)
-        prompts = dict(type='TaskPrompts',
-                       **self.backbone.prompt_geometry,
-                       **{k: bcfg.get(k, defaults.get(k))
-                          for k in PROMPT_ARGS})
-        mcfg = copy.deepcopy(cfg.model)
-        mcfg.backbone = prompts
-        mcfg.train_cfg = None
-        mcfg.pop('pretrained', None)
-        model = MODELS.build(mcfg)
+        return out_indices
+
+    def _task_state(self, source: str, model: nn.Module, ckpt: dict,
+                    meta: dict) -> Dict[str, torch.Tensor]:
+        """The file's tensors for ``model`` (a plain dict: no base record
+        in its metadata). Backbone tensors beyond the prompts must equal the
+        shared backbone's (a full checkpoint's do) and are dropped."""
         state = _strip_module_prefix(ckpt['state_dict'])
         own = model.state_dict()
         shared = self.backbone.state_dict()
@@ -369,10 +389,7 @@ class MultiTaskSegmentor(nn.Module):
             # (a partial load makes no sense for a shared backbone)
             raise TaskConflict(str(err).replace(PARTIAL_HINT, '').strip()
                                ) from err
-        model.load_state_dict(rest, strict=False)  # checked above
-        model.auxiliary_head = None  # training only
-        model = model.to(self.device).eval()
-        return TaskMember(model, out_indices, str(checkpoint)), meta, cfg
+        return rest
 
     def add_task(self, name: str,
                  checkpoints: Union[str, Path, Sequence[Union[str, Path]]],
