@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from mmengine.model.weight_init import kaiming_init
 
+from .adapters import attach_adapter
 from .convert import ConversionInfo, adapt_to_model, convert_to_mmseg
 from .pretrained import load_pretrained
 from .prompt_flow import MixedPromptFlow, PromptFlow, splice_prompts
@@ -142,8 +143,14 @@ class PromptTuningMixin:
                            init_dims: int,
                            frozen_exclude: Sequence[str],
                            frozen_eval: bool,
-                           prompt_proj_dims: Optional[int] = None) -> None:
-        """Create the prompts and apply ``frozen_exclude``.
+                           prompt_proj_dims: Optional[int] = None,
+                           adapter_reduction: Optional[int] = None,
+                           adapter_mlps: Sequence[Tuple[nn.Module, int]] = ()
+                           ) -> None:
+        """Create the prompts (and, with ``adapter_reduction``, an adapter
+        after each of ``adapter_mlps``, (MLP, output width) pairs: the
+        paper's Adapter baseline, :mod:`~mmseg_vpt.models.adapters`) and
+        apply ``frozen_exclude``.
 
         Must run after the host has built all of its own parameters, so that
         freezing sees them all.
@@ -204,6 +211,10 @@ class PromptTuningMixin:
             if prompt_proj_dims is not None:
                 self.prompt_proj = nn.Linear(prompt_proj_dims, stage_dims[0])
         self.prompt_dropout = nn.Dropout(prompt_dropout)
+        # a plain list: the adapters are registered inside their MLPs
+        self.adapters = [] if adapter_reduction is None else [
+            attach_adapter(mlp, dims, adapter_reduction)
+            for mlp, dims in adapter_mlps]
         self._prompt_init_bound = uniform_init_bound(
             init_patch_size, prompt_proj_dims or init_dims)
         self.reset_prompts()
@@ -219,6 +230,13 @@ class PromptTuningMixin:
                 e in name for e in self.frozen_exclude)))
         frozen_prompts = [t for t in self.prompt_tensors()
                           if t.numel() and not t.requires_grad]
+        if any(not p.requires_grad for a in self.adapters
+               for p in a.parameters()):
+            warnings.warn(
+                f'{type(self).__name__}: adapter_reduction='
+                f'{adapter_reduction} but frozen_exclude='
+                f'{self.frozen_exclude} freezes the adapters, which then '
+                "stay the identity. Add 'adapter' to frozen_exclude.")
         if frozen_prompts:
             warnings.warn(
                 f'{type(self).__name__}: prompt_length={prompt_length} but '
@@ -323,12 +341,16 @@ class PromptTuningMixin:
         self.frozen_weights_set = True  # on purpose, from a file or random
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            load_pretrained(self, cfg['checkpoint'], self.pretrained_optional)
+            # weights files have no adapters: they start as the identity
+            optional = tuple(self.pretrained_optional) + (r'\.adapter\.', )
+            load_pretrained(self, cfg['checkpoint'], optional)
             self._is_init = True
             return
         super().init_weights()
         # the parent's random init re-initialises every Linear layer
         self.reset_prompts()
+        for adapter in self.adapters:
+            adapter.reset_parameters()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               *args, **kwargs) -> None:

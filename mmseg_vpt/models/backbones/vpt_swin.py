@@ -433,6 +433,9 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             Default: ``['prompt']``.
         frozen_eval (bool): Keep a (partly) frozen backbone in eval mode while
             training. Default: True.
+        adapter_reduction (int, optional): A bottleneck adapter after every
+            block's MLP, as for ``VPTVisionTransformer`` (width: the stage's
+            channels // adapter_reduction). Default: None.
         fused_attn (bool): Window attention through
             ``F.scaled_dot_product_attention``; equal to the plain path
             within float rounding. ``False`` runs mmseg's attention ops, so
@@ -454,6 +457,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
                  fused_attn: bool = True,
+                 adapter_reduction: Optional[int] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         for stage in self.stages:
@@ -477,7 +481,10 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             init_patch_size=self.patch_embed.projection.kernel_size,
             init_dims=embed_dims,
             frozen_exclude=frozen_exclude,
-            frozen_eval=frozen_eval)
+            frozen_eval=frozen_eval,
+            adapter_reduction=adapter_reduction,
+            adapter_mlps=[(block.ffn, dims) for stage, dims in zip(
+                self.stages, self.num_features) for block in stage.blocks])
 
     @property
     def fused_attn(self) -> bool:

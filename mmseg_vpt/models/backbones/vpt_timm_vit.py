@@ -112,8 +112,9 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         with_cp (bool): Gradient checkpointing of each block while
             training. Default: False.
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
-        prompt_proj_dims, frozen_exclude, frozen_eval: As for
-            ``VPTVisionTransformer``. Parameter names are timm's under
+        prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction: As
+            for ``VPTVisionTransformer`` (adapters follow each block's
+            ``mlp``). Parameter names are timm's under
             ``timm_model.`` (``timm_model.blocks.0.attn.qkv.bias``).
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH)`` with a file in timm's, the official DINOv2,
@@ -136,6 +137,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                  prompt_proj_dims: Optional[int] = None,
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
+                 adapter_reduction: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
@@ -161,7 +163,10 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             init_dims=embed_dim,
             frozen_exclude=frozen_exclude,
             frozen_eval=frozen_eval,
-            prompt_proj_dims=prompt_proj_dims)
+            prompt_proj_dims=prompt_proj_dims,
+            adapter_reduction=adapter_reduction,
+            adapter_mlps=[(block.mlp, embed_dim)
+                          for block in self.timm_model.blocks])
         self._skip_prompts_in_rope()
 
     @staticmethod

@@ -173,6 +173,10 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             ``'normal'`` (std 0.02). Default: 'uniform'.
         prompt_proj_dims (int, optional): Learn prompts of this width and
             project them to ``embed_dims`` with a Linear layer. Default: None.
+        adapter_reduction (int, optional): Add a bottleneck adapter of width
+            ``embed_dims // adapter_reduction`` after every layer's MLP (the
+            paper's Adapter baseline; train it with
+            ``frozen_exclude=['adapter']``). Default: None (no adapters).
         frozen_exclude (list[str]): Substrings of the names of parameters that
             stay trainable; all others are frozen. ``['prompt']`` is VPT,
             ``['prompt', 'bias']`` VPT+Bias, ``['bias']`` Bias tuning, ``[]``
@@ -199,6 +203,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
                  fused_attn: bool = True,
+                 adapter_reduction: Optional[int] = None,
                  **kwargs) -> None:
         # the parent's own freezing would run before the prompts exist
         super().__init__(frozen_exclude=['all'], **kwargs)
@@ -219,7 +224,9 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             init_dims=embed_dims,
             frozen_exclude=frozen_exclude,
             frozen_eval=frozen_eval,
-            prompt_proj_dims=prompt_proj_dims)
+            prompt_proj_dims=prompt_proj_dims,
+            adapter_reduction=adapter_reduction,
+            adapter_mlps=[(layer.ffn, embed_dims) for layer in self.layers])
 
     @property
     def fused_attn(self) -> bool:
