@@ -111,3 +111,38 @@ def test_frozen_adapters_warn():
     with pytest.warns(UserWarning, match="freezes the adapters"):
         MODELS.build(dict(VIT, prompt_length=0, frozen_exclude=[],
                           adapter_reduction=4))
+
+
+# --------------------------------------------------------------------------
+# Partial-k: the last k layers and the final norm train
+# --------------------------------------------------------------------------
+PARTIAL = {  # kind -> (k, prefixes that must train, exactly)
+    'vit': (1, ('layers.2.', 'ln1.')),
+    'swin': (3, ('stages.0.blocks.1.', 'stages.1.blocks.', 'norm0.',
+                 'norm1.')),
+    'timm_dinov3': (2, ('timm_model.blocks.1.', 'timm_model.blocks.2.')),
+}
+
+
+@pytest.mark.parametrize('kind', BACKBONES)
+def test_partial_k_trains_the_last_k_layers_and_final_norm(kind):
+    k, prefixes = PARTIAL[kind]
+    cfg = dict(BACKBONES[kind], prompt_length=0, frozen_exclude=[],
+               partial_k=k)
+    if kind == 'vit':
+        cfg.update(final_norm=True)
+    backbone = build(cfg)
+    for name, param in backbone.named_parameters():
+        assert param.requires_grad == name.startswith(prefixes), name
+    head = fcn_head(32) if kind != 'swin' else uper_head([16, 32])
+    if kind != 'swin':
+        head.update(in_index=1)
+    check_frozen_training(build_segmentor(cfg, head), steps=2)
+
+
+@pytest.mark.parametrize('k', [4, -1, 1.0])
+def test_partial_k_beyond_the_depth_is_named(k):
+    with pytest.raises(ValueError, match=r'partial_k must be an int in '
+                       r'\[0, 3\] \(the backbone has 3 layers'):
+        MODELS.build(dict(VIT, prompt_length=0, frozen_exclude=[],
+                          partial_k=k))

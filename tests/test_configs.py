@@ -46,11 +46,17 @@ def test_config_builds_and_trains_what_its_row_says(config):
     assert cfg.default_scope == 'mmseg'
 
     exclude = list(backbone.frozen_exclude)
+    # Partial-k rows also train the last k layers (mmseg ViT layer names)
+    k = backbone.get('partial_k', 0)
+    partial = tuple(f'layers.{i}.' for i in range(
+        len(getattr(model.backbone, 'layers', [])) - k,
+        len(getattr(model.backbone, 'layers', [])))) if k else ()
     for name, param in model.backbone.named_parameters():
         # empty prompt tensors (Swin stages without prompted blocks) never
         # train: they would get no gradient
         expected = param.numel() > 0 and (
-            'all' in exclude or any(e in name for e in exclude))
+            'all' in exclude or any(e in name for e in exclude)
+            or name.startswith(partial))
         assert param.requires_grad == expected, (config, name)
     # the neck and heads always train
     for head in ('neck', 'decode_head', 'auxiliary_head'):

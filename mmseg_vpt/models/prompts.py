@@ -145,12 +145,17 @@ class PromptTuningMixin:
                            frozen_eval: bool,
                            prompt_proj_dims: Optional[int] = None,
                            adapter_reduction: Optional[int] = None,
-                           adapter_mlps: Sequence[Tuple[nn.Module, int]] = ()
-                           ) -> None:
+                           adapter_mlps: Sequence[Tuple[nn.Module, int]] = (),
+                           partial_k: int = 0,
+                           layer_prefixes: Sequence[str] = (),
+                           final_norm_prefixes: Sequence[str] = ()) -> None:
         """Create the prompts (and, with ``adapter_reduction``, an adapter
         after each of ``adapter_mlps``, (MLP, output width) pairs: the
         paper's Adapter baseline, :mod:`~mmseg_vpt.models.adapters`) and
-        apply ``frozen_exclude``.
+        apply ``frozen_exclude``. ``partial_k`` > 0 also trains the last
+        ``partial_k`` layers (``layer_prefixes``: each layer's parameter-name
+        prefix, in execution order) and the final norm
+        (``final_norm_prefixes``): the paper's Partial-k baseline.
 
         Must run after the host has built all of its own parameters, so that
         freezing sees them all.
@@ -222,12 +227,22 @@ class PromptTuningMixin:
         names = [n for n, _ in self.named_parameters()]
         self.frozen_exclude = check_frozen_exclude(frozen_exclude, names,
                                                    type(self).__name__)
+        if not isinstance(partial_k, int) or isinstance(partial_k, bool) \
+                or not 0 <= partial_k <= len(layer_prefixes):
+            raise ValueError(
+                f'partial_k must be an int in [0, {len(layer_prefixes)}] '
+                f'(the backbone has {len(layer_prefixes)} layers; 0 turns '
+                f'Partial-k off), got {partial_k!r}')
+        self.partial_k = partial_k
+        partial = tuple(layer_prefixes[len(layer_prefixes) - partial_k:]) + \
+            tuple(final_norm_prefixes) if partial_k else ()
         train_all = 'all' in self.frozen_exclude
         for name, param in self.named_parameters():
             # an empty stage tensor (a Swin stage without prompted blocks)
             # never gets a gradient; trainable, it would break DDP
             param.requires_grad_(param.numel() > 0 and (train_all or any(
-                e in name for e in self.frozen_exclude)))
+                e in name for e in self.frozen_exclude)
+                or name.startswith(partial)))
         frozen_prompts = [t for t in self.prompt_tensors()
                           if t.numel() and not t.requires_grad]
         if any(not p.requires_grad for a in self.adapters

@@ -436,6 +436,9 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
         adapter_reduction (int, optional): A bottleneck adapter after every
             block's MLP, as for ``VPTVisionTransformer`` (width: the stage's
             channels // adapter_reduction). Default: None.
+        partial_k (int): Also train the last ``partial_k`` blocks (over the
+            flattened block list) and the output norms (``norm{i}``, Swin's
+            final norms). Default: 0 (off).
         fused_attn (bool): Window attention through
             ``F.scaled_dot_product_attention``; equal to the plain path
             within float rounding. ``False`` runs mmseg's attention ops, so
@@ -458,6 +461,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                  frozen_eval: bool = True,
                  fused_attn: bool = True,
                  adapter_reduction: Optional[int] = None,
+                 partial_k: int = 0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         for stage in self.stages:
@@ -484,7 +488,12 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             frozen_eval=frozen_eval,
             adapter_reduction=adapter_reduction,
             adapter_mlps=[(block.ffn, dims) for stage, dims in zip(
-                self.stages, self.num_features) for block in stage.blocks])
+                self.stages, self.num_features) for block in stage.blocks],
+            partial_k=partial_k,
+            layer_prefixes=[f'stages.{s}.blocks.{j}.'
+                            for s, stage in enumerate(self.stages)
+                            for j in range(len(stage.blocks))],
+            final_norm_prefixes=[f'norm{i}.' for i in self.out_indices])
 
     @property
     def fused_attn(self) -> bool:

@@ -112,9 +112,9 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         with_cp (bool): Gradient checkpointing of each block while
             training. Default: False.
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
-        prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction: As
-            for ``VPTVisionTransformer`` (adapters follow each block's
-            ``mlp``). Parameter names are timm's under
+        prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction,
+        partial_k: As for ``VPTVisionTransformer`` (adapters follow each
+            block's ``mlp``; Partial-k's final norm is timm's ``norm``). Parameter names are timm's under
             ``timm_model.`` (``timm_model.blocks.0.attn.qkv.bias``).
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH)`` with a file in timm's, the official DINOv2,
@@ -138,6 +138,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
                  adapter_reduction: Optional[int] = None,
+                 partial_k: int = 0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
@@ -166,7 +167,11 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             prompt_proj_dims=prompt_proj_dims,
             adapter_reduction=adapter_reduction,
             adapter_mlps=[(block.mlp, embed_dim)
-                          for block in self.timm_model.blocks])
+                          for block in self.timm_model.blocks],
+            partial_k=partial_k,
+            layer_prefixes=[f'timm_model.blocks.{i}.'
+                            for i in range(depth)],
+            final_norm_prefixes=['timm_model.norm.'] if out_norm else [])
         self._skip_prompts_in_rope()
 
     @staticmethod

@@ -177,6 +177,8 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             ``embed_dims // adapter_reduction`` after every layer's MLP (the
             paper's Adapter baseline; train it with
             ``frozen_exclude=['adapter']``). Default: None (no adapters).
+        partial_k (int): Also train the last ``partial_k`` layers and the
+            final norm (the paper's Partial-k). Default: 0 (off).
         frozen_exclude (list[str]): Substrings of the names of parameters that
             stay trainable; all others are frozen. ``['prompt']`` is VPT,
             ``['prompt', 'bias']`` VPT+Bias, ``['bias']`` Bias tuning, ``[]``
@@ -204,6 +206,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
                  frozen_eval: bool = True,
                  fused_attn: bool = True,
                  adapter_reduction: Optional[int] = None,
+                 partial_k: int = 0,
                  **kwargs) -> None:
         # the parent's own freezing would run before the prompts exist
         super().__init__(frozen_exclude=['all'], **kwargs)
@@ -226,7 +229,10 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             frozen_eval=frozen_eval,
             prompt_proj_dims=prompt_proj_dims,
             adapter_reduction=adapter_reduction,
-            adapter_mlps=[(layer.ffn, embed_dims) for layer in self.layers])
+            adapter_mlps=[(layer.ffn, embed_dims) for layer in self.layers],
+            partial_k=partial_k,
+            layer_prefixes=[f'layers.{i}.' for i in range(len(self.layers))],
+            final_norm_prefixes=['ln1.'] if self.final_norm else [])
 
     @property
     def fused_attn(self) -> bool:
