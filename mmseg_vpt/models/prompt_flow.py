@@ -22,6 +22,16 @@ import torch
 import torch.nn.functional as F
 
 
+def additive_key_mask(key_padding_mask: torch.Tensor,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """torch's boolean ``key_padding_mask`` (B, N), True for keys to
+    ignore, as the additive (B, 1, 1, N) mask fused attention kernels take:
+    -inf there, 0 elsewhere."""
+    bias = torch.zeros(key_padding_mask.shape, dtype=dtype,
+                       device=key_padding_mask.device)
+    return bias.masked_fill_(key_padding_mask, float('-inf'))[:, None, None]
+
+
 def splice_prompts(tokens: torch.Tensor, prompts: torch.Tensor, start: int,
                    num_old: int) -> torch.Tensor:
     """Put ``prompts`` at ``tokens[:, start:]``, replacing the ``num_old``
@@ -76,10 +86,7 @@ class PromptFlow:
         """:meth:`key_padding_mask` as an additive (B, 1, 1, length) mask:
         -inf where a key is ignored, 0 elsewhere."""
         mask = self.key_padding_mask(length, start)
-        if mask is None:
-            return None
-        bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-        return bias.masked_fill_(mask, float('-inf'))[:, None, None]
+        return None if mask is None else additive_key_mask(mask, dtype)
 
 
 class MixedPromptFlow(PromptFlow):

@@ -290,8 +290,7 @@ class MultiTaskSegmentor(nn.Module):
         indices = bcfg.get('out_indices',
                            _arg_defaults(type_name).get('out_indices'))
         indices = [indices] if isinstance(indices, int) else list(indices)
-        if hasattr(self, 'backbone') and not hasattr(self.backbone,
-                                                     'stages'):
+        if not hasattr(self.backbone, 'stages'):  # Swin: stage indices
             depth = len(getattr(self.backbone, 'layers', None) or
                         self.backbone.timm_model.blocks)
             indices = [i % depth for i in indices]
@@ -610,6 +609,3 @@ class MultiTaskSegmentor(nn.Module):
     def tasks_info(self) -> List[dict]:
         with self._lock:
             return [t.describe() for t in self.tasks.values()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self.tasks))

@@ -233,10 +233,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
             if total > limit:
                 break
             chunks.append(chunk)
-        body = b''.join(chunks)
-        if total > limit:
-            body = b'x' * (limit + 1)
-    if len(body) > limit:
+        body = b''.join(chunks) if total <= limit else None
+    if body is None or len(body) > limit:
         raise _error(413, f'image larger than the limit of {limit} bytes '
                      '(--max-image-bytes)')
     return body

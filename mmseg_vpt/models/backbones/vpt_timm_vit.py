@@ -114,8 +114,9 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
         prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction,
         partial_k: As for ``VPTVisionTransformer`` (adapters follow each
-            block's ``mlp``; Partial-k's final norm is timm's ``norm``). Parameter names are timm's under
-            ``timm_model.`` (``timm_model.blocks.0.attn.qkv.bias``).
+            block's ``mlp``; Partial-k's final norm is timm's ``norm``).
+            Parameter names are timm's under ``timm_model.``
+            (``timm_model.blocks.0.attn.qkv.bias``).
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint=PATH)`` with a file in timm's, the official DINOv2,
             MAE or MoCo v3 layout, or ``checkpoint='timm://NAME'`` for the

@@ -21,6 +21,7 @@ from mmseg.models.backbones.vit import TransformerEncoderLayer
 from mmseg.registry import MODELS
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from ..prompt_flow import additive_key_mask
 from ..prompts import PromptLayers, PromptTuningMixin
 
 
@@ -62,12 +63,8 @@ class SDPAMultiheadAttention(nn.MultiheadAttention):
         x = query if self.batch_first else query.transpose(0, 1)
         B, N, C = x.shape
         q, k, v = self._in_projection(x)
-        mask = None
-        if key_padding_mask is not None:  # (B, N) bool, True: ignore
-            mask = torch.zeros(key_padding_mask.shape, dtype=q.dtype,
-                               device=q.device).masked_fill_(
-                                   key_padding_mask, float('-inf'))[:, None,
-                                                                    None]
+        mask = None if key_padding_mask is None else \
+            additive_key_mask(key_padding_mask, q.dtype)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0)
