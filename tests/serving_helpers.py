@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from mmseg_vpt.checkpoint import model_from_config, plan_tuned
+from mmseg_vpt.checkpoint.synthetic import random_task_checkpoint
 
 from .test_task_file_loading import SWIN_DEMO, VIT_DEMO, write_base
 from .tools_helpers import REPO
@@ -66,23 +66,14 @@ def write_task_file(cfg: Config, path: Path, seed: int,
     """A tuned-only task file of ``cfg`` with every trainable tensor moved
     off its initial value (seeded), carrying its config and class names as
     tools/train.py writes them."""
-    torch.manual_seed(seed)
-    model = model_from_config(cfg)
-    model.init_weights()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
-    plan = plan_tuned(model, require=True)
-    num_classes = model.decode_head.num_classes
+    num_classes = cfg.model.decode_head.num_classes
     names = classes or [f'{path.stem}-{i}' for i in range(num_classes)]
     rng = np.random.default_rng(seed)
     palette = rng.integers(0, 256, (num_classes, 3)).tolist()
-    meta = dict(cfg=cfg.pretty_text,
-                dataset_meta=dict(classes=names, palette=palette))
+    ckpt = random_task_checkpoint(cfg, seed, 0.1,
+                                  dict(classes=names, palette=palette))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(plan.apply({'meta': meta, 'state_dict': model.state_dict()}),
-               path)
+    torch.save(ckpt, path)
     return path
 
 

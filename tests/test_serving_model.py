@@ -825,3 +825,24 @@ def test_timm_rotary_backbone_tasks_mix_exactly(tmp_path):
         assert a.shape == b.shape == (specs[name][1], 70, 90)
         assert (a - b).abs().max() <= 1e-5 * b.abs().max(), name
         assert torch.equal(got.pred_sem_seg.data, ref.pred_sem_seg.data)
+
+
+def test_random_base_tool_writes_a_base_the_backbone_loads_all_or_nothing(
+        tmp_path):
+    """``tools/model_converters/random_base.py``: seeded, and the file is
+    a complete base for the demo config's backbone (the serving demo)."""
+    config = REPO / 'configs/demo/serving/setr_vit-tiny_vpt-deep-10_base.py'
+    outs = []
+    for name in ('a.pth', 'b.pth'):
+        out = run([PYTHON, REPO / 'tools/model_converters/random_base.py',
+                   config, tmp_path / name, '--seed', '3'], cwd=tmp_path)
+        assert 'VPTVisionTransformer, 472,224 values (seed 3)' in out
+        outs.append(torch.load(tmp_path / name))
+    assert list(outs[0]) == list(outs[1])
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+    cfg = Config.fromfile(str(config))
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'a.pth')
+    model = MultiTaskSegmentor(cfg)
+    state = model.backbone.state_dict()
+    assert set(state) == set(outs[0])
+    assert all(torch.equal(state[k], v) for k, v in outs[0].items())

@@ -67,18 +67,13 @@ def prepare(config: str, work_dir: str, num_tasks: int,
     import torch
     from mmengine.config import Config
 
-    from mmseg_vpt.checkpoint import model_from_config, plan_tuned
+    from mmseg_vpt.checkpoint.synthetic import (random_base_state,
+                                                random_task_checkpoint)
     os.makedirs(work_dir, exist_ok=True)
     base = osp.join(work_dir, 'base.pth')
     cfg = Config.fromfile(config)
     if not osp.isfile(base):
-        bcfg = copy.deepcopy(cfg)
-        bcfg.model.backbone.update(prompt_length=0, frozen_exclude=['all'],
-                                   init_cfg=None)
-        torch.manual_seed(0)
-        backbone = model_from_config(bcfg).backbone
-        backbone.init_weights()
-        torch.save(backbone.state_dict(), base + '.tmp')
+        torch.save(random_base_state(cfg, seed=0), base + '.tmp')
         os.replace(base + '.tmp', base)
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=base)
     files = []
@@ -93,20 +88,10 @@ def prepare(config: str, work_dir: str, num_tasks: int,
         if mixed_lengths:
             tcfg.model.backbone.prompt_length = PROMPT_LENGTHS[
                 i % len(PROMPT_LENGTHS)]
-        torch.manual_seed(100 + i)
-        model = model_from_config(tcfg)
-        model.init_weights()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.requires_grad:
-                    p.add_(torch.randn_like(p) * 0.02)
-        plan = plan_tuned(model, require=True)
         rng = np.random.default_rng(i)
-        meta = dict(cfg=tcfg.pretty_text, dataset_meta=dict(
-            classes=[f't{i}-c{c}' for c in range(classes)],
-            palette=rng.integers(0, 256, (classes, 3)).tolist()))
-        torch.save(plan.apply({'meta': meta,
-                               'state_dict': model.state_dict()}),
+        meta = dict(classes=[f't{i}-c{c}' for c in range(classes)],
+                    palette=rng.integers(0, 256, (classes, 3)).tolist())
+        torch.save(random_task_checkpoint(tcfg, 100 + i, 0.02, meta),
                    path + '.tmp')
         os.replace(path + '.tmp', path)
         print(f'[{i + 1}/{num_tasks}] wrote {path}', file=sys.stderr)

@@ -27,18 +27,14 @@ def main(argv=None) -> int:
     from mmengine.config import Config
 
     import mmseg_vpt  # noqa: F401
-    from mmseg_vpt.checkpoint import model_from_config
+    from mmseg_vpt.checkpoint.synthetic import random_base_state
     cfg = Config.fromfile(args.config)
-    cfg.model.backbone.update(prompt_length=0, frozen_exclude=['all'],
-                              init_cfg=None)
-    torch.manual_seed(args.seed)
-    backbone = model_from_config(cfg).backbone
-    backbone.init_weights()
+    state = random_base_state(cfg, args.seed)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save(backbone.state_dict(), args.out + '.tmp')
+    torch.save(state, args.out + '.tmp')
     os.replace(args.out + '.tmp', args.out)
-    n = sum(v.numel() for v in backbone.state_dict().values())
-    print(f'wrote {args.out}: {type(backbone).__name__}, {n:,} values '
+    n = sum(v.numel() for v in state.values())
+    print(f'wrote {args.out}: {cfg.model.backbone.type}, {n:,} values '
           f'(seed {args.seed})')
     return 0
 
