@@ -16,7 +16,7 @@ sequence holds and which of them are real.
   (so they change nothing), and a sample whose task brings no fresh
   prompts at a layer keeps its previous prompt outputs.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,11 @@ def splice_prompts(tokens: torch.Tensor, prompts: torch.Tensor, start: int,
 class PromptFlow:
     """The backbone's own prompts, the same for every sample."""
 
-    def __init__(self, host, batch_size: int) -> None:
+    def __init__(self, host, batch_size: int,
+                 grid: Optional[Tuple[int, int]] = None) -> None:
         self.host = host
         self.batch_size = batch_size
+        self.grid = grid  # the patch grid (for prompts added to patches)
         self.count = 0  # prompt slots in the sequence now
         # (B, count) bool, True where a slot holds a real prompt; None: all
         self.valid: Optional[torch.Tensor] = None
@@ -62,9 +64,11 @@ class PromptFlow:
         replacing the ``num_old`` prompts there (default: :attr:`count`;
         Swin passes 0 where a block skipped computing prompt outputs that
         every sample replaces anyway)."""
-        prompts = self.host.layer_prompts(layer, self.batch_size)
+        prompts = self.host.layer_prompts(layer, self.batch_size, self.grid)
         if prompts is None:
             return x
+        if self.host.prompt_location == 'add':  # onto the patch tokens
+            return torch.cat([x[:, :start], x[:, start:] + prompts], dim=1)
         x = splice_prompts(x, prompts, start,
                            self.count if num_old is None else num_old)
         self.count = prompts.shape[1]

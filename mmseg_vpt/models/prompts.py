@@ -30,6 +30,9 @@ from .adapters import attach_adapter
 from .convert import ConversionInfo, adapt_to_model, convert_to_mmseg
 from .pretrained import load_pretrained
 from .prompt_flow import MixedPromptFlow, PromptFlow, splice_prompts
+from .prompt_locations import (PIXEL_LOCATIONS, PROMPT_LOCATIONS,
+                               TOKEN_LOCATIONS, attach_channel_prompt,
+                               init_pixel_prompts, resize_grid)
 
 __all__ = ['PromptTuningMixin', 'resolve_prompt_layers', 'splice_prompts',
            'uniform_init_bound', 'check_frozen_exclude']
@@ -37,6 +40,11 @@ __all__ = ['PromptTuningMixin', 'resolve_prompt_layers', 'splice_prompts',
 PromptLayers = Union[str, Sequence[int]]
 
 PROMPT_INITS = ('uniform', 'normal')
+
+# what a ViT hands its classification head beside the patch map (the VPT
+# paper's output ablation): the class token, or the mean of the image
+# patch tokens, of the prompt tokens, or of every token
+CLS_FEATURES = ('cls', 'image-pool', 'prompt-pool', 'global-pool')
 
 
 def has_frozen_parameters(module: nn.Module) -> bool:
@@ -148,7 +156,9 @@ class PromptTuningMixin:
                            adapter_mlps: Sequence[Tuple[nn.Module, int]] = (),
                            partial_k: int = 0,
                            layer_prefixes: Sequence[str] = (),
-                           final_norm_prefixes: Sequence[str] = ()) -> None:
+                           final_norm_prefixes: Sequence[str] = (),
+                           prompt_location: str = 'prepend',
+                           prompt_shared: bool = False) -> None:
         """Create the prompts (and, with ``adapter_reduction``, an adapter
         after each of ``adapter_mlps``, (MLP, output width) pairs: the
         paper's Adapter baseline, :mod:`~mmseg_vpt.models.adapters`) and
@@ -156,6 +166,10 @@ class PromptTuningMixin:
         ``partial_k`` layers (``layer_prefixes``: each layer's parameter-name
         prefix, in execution order) and the final norm
         (``final_norm_prefixes``): the paper's Partial-k baseline.
+        ``prompt_location`` (:mod:`~mmseg_vpt.models.prompt_locations`; a
+        host lists the ones it supports in ``prompt_locations``) and
+        ``prompt_shared`` (one prompt set per stage, used by every prompted
+        layer) are the paper's prompt ablations.
 
         Must run after the host has built all of its own parameters, so that
         freezing sees them all.
@@ -169,6 +183,11 @@ class PromptTuningMixin:
         if not 0.0 <= prompt_dropout < 1.0:
             raise ValueError(
                 f'prompt_dropout must be in [0, 1), got {prompt_dropout!r}')
+        self._check_location(prompt_location, prompt_length, prompt_layers,
+                             prompt_proj_dims, sum(stage_depths))
+        if not isinstance(prompt_shared, bool):
+            raise ValueError(
+                f'prompt_shared must be True or False, got {prompt_shared!r}')
         if prompt_proj_dims is not None and (
                 not isinstance(prompt_proj_dims, int) or prompt_proj_dims <= 0
                 or len(set(stage_dims)) != 1):
@@ -179,6 +198,8 @@ class PromptTuningMixin:
 
         self.prompt_length = prompt_length
         self.prompt_init = prompt_init
+        self.prompt_location = prompt_location
+        self.prompt_shared = prompt_shared
         # how the prompts are laid out (another prompt set must share the
         # widths and depths to run in this backbone, see mixed_prompts)
         self.prompt_geometry = dict(
@@ -188,7 +209,9 @@ class PromptTuningMixin:
         self.frozen_eval = frozen_eval
         num_layers = sum(stage_depths)
         layers = resolve_prompt_layers(prompt_layers, num_layers)
-        self.prompt_layers = layers if prompt_length > 0 else []
+        # channel prompts join the image: no layer gets prompt tokens
+        self.prompt_layers = layers if prompt_length > 0 and \
+            prompt_location != 'concat-channel' else []
 
         # layer index -> (stage, row in that stage's prompt tensor)
         self._prompt_slots: Dict[int, Tuple[int, int]] = {}
@@ -198,6 +221,10 @@ class PromptTuningMixin:
         ]
         for layer in self.prompt_layers:
             stage = stage_of_layer[layer]
+            if prompt_shared:  # every prompted layer of a stage: row 0
+                self._prompt_slots[layer] = (stage, 0)
+                rows_per_stage[stage] = 1
+                continue
             self._prompt_slots[layer] = (stage, rows_per_stage[stage])
             rows_per_stage[stage] += 1
 
@@ -205,8 +232,17 @@ class PromptTuningMixin:
         # so the parent's checkpoints load strictly.
         self.prompt_embeddings = None
         self.prompt_proj = None
-        if prompt_length > 0:
+        self._channel_prompts = []  # a plain list, as for the adapters
+        if prompt_length > 0 and prompt_location == 'concat-channel':
+            conv, _, grid = self.prompt_patch_embed()
+            size = (grid[0] * conv.stride[0], grid[1] * conv.stride[1])
+            self._channel_prompts.append(attach_channel_prompt(
+                conv, prompt_length, size, prompt_init))
+        elif prompt_length > 0:
             width = [prompt_proj_dims or d for d in stage_dims]
+            if prompt_location == 'prepend-pixel':
+                conv = self.prompt_patch_embed()[0]
+                width = [conv.in_channels * math.prod(conv.kernel_size)]
             tensors = [
                 nn.Parameter(torch.zeros(rows, prompt_length, w))
                 for rows, w in zip(rows_per_stage, width)
@@ -267,11 +303,89 @@ class PromptTuningMixin:
             return list(self.prompt_embeddings)
         return [self.prompt_embeddings]
 
+    # prompt locations this backbone supports (prompt_locations.py)
+    prompt_locations: Tuple[str, ...] = ('prepend', )
+
+    def prompt_patch_embed(self) -> Tuple[nn.Conv2d, Optional[nn.Module],
+                                          Tuple[int, int]]:
+        """The patch embedding's convolution, its norm (or None) and the
+        patch grid of the configured image size; needed by the locations
+        other than ``'prepend'``."""
+        raise NotImplementedError
+
+    def _check_location(self, location: str, prompt_length: int,
+                        prompt_layers: PromptLayers,
+                        prompt_proj_dims: Optional[int],
+                        num_layers: int) -> None:
+        if location not in PROMPT_LOCATIONS:
+            raise ValueError(f'prompt_location must be one of '
+                             f'{PROMPT_LOCATIONS}, got {location!r}')
+        if location not in self.prompt_locations:
+            raise ValueError(
+                f'prompt_location={location!r} is not available for '
+                f'{type(self).__name__}, which supports '
+                f'{self.prompt_locations}')
+        if location == 'prepend' or prompt_length == 0:
+            return
+        if prompt_proj_dims is not None:
+            raise ValueError(f'prompt_proj_dims needs latent prompts; '
+                             f'prompt_location={location!r} has none')
+        if location in PIXEL_LOCATIONS and resolve_prompt_layers(
+                prompt_layers, num_layers) != [0]:
+            raise ValueError(
+                f'prompt_location={location!r} puts prompts into the input '
+                f"image, which enters once: use prompt_layers='shallow', "
+                f'got {prompt_layers!r}')
+        if location == 'add':
+            grid = self.prompt_patch_embed()[2]
+            if prompt_length != grid[0] * grid[1]:
+                raise ValueError(
+                    f"prompt_location='add' adds one prompt to each patch "
+                    f'token: prompt_length must be the number of patches of '
+                    f'the configured image size, {grid[0]}x{grid[1]} = '
+                    f'{grid[0] * grid[1]} (or 0), got {prompt_length}')
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """Prompt tokens a prompted layer's sequence holds."""
+        return self.prompt_length if self.prompt_layers and \
+            self.prompt_location in TOKEN_LOCATIONS else 0
+
+    def check_cls_feature(self, cls_feature: str) -> str:
+        """Validate a ViT's ``cls_feature`` (see :data:`CLS_FEATURES`)."""
+        if cls_feature not in CLS_FEATURES:
+            raise ValueError(f'cls_feature must be one of {CLS_FEATURES}, '
+                             f'got {cls_feature!r}')
+        if cls_feature == 'prompt-pool' and not self.num_prompt_tokens:
+            raise ValueError(
+                "cls_feature='prompt-pool' averages the prompt tokens, but "
+                f'this backbone has none (prompt_length={self.prompt_length}'
+                f', prompt_location={self.prompt_location!r})')
+        return cls_feature
+
+    def cls_output(self, x: torch.Tensor, num_prefix: int,
+                   num_prompts: int) -> torch.Tensor:
+        """The (B, C) vector ``cls_feature`` names, from a sequence
+        ``[prefix tokens, prompts, patches]``."""
+        feature = getattr(self, 'cls_feature', 'cls')
+        if feature == 'cls':
+            return x[:, 0]
+        if feature == 'image-pool':
+            return x[:, num_prefix + num_prompts:].mean(1)
+        if feature == 'prompt-pool':
+            return x[:, num_prefix:num_prefix + num_prompts].mean(1)
+        return x.mean(1)
+
     @torch.no_grad()
     def reset_prompts(self) -> None:
-        """Initialise prompts with the paper's rule (or N(0, 0.02))."""
+        """Initialise prompts with the paper's rule (or N(0, 0.02));
+        pixel-space prompts like image pixels."""
+        for prompt in self._channel_prompts:
+            prompt.reset_parameters()
         for tensor in self.prompt_tensors():
-            if self.prompt_init == 'uniform':
+            if self.prompt_location == 'prepend-pixel':
+                init_pixel_prompts(tensor, self.prompt_init)
+            elif self.prompt_init == 'uniform':
                 bound = self._prompt_init_bound
                 tensor.uniform_(-bound, bound)
             else:
@@ -283,26 +397,38 @@ class PromptTuningMixin:
         """Whether ``layer`` receives fresh prompts."""
         return layer in self._prompt_slots
 
-    def layer_prompts(self, layer: int,
-                      batch_size: int) -> Optional[torch.Tensor]:
+    def layer_prompts(self, layer: int, batch_size: int,
+                      grid: Optional[Tuple[int, int]] = None
+                      ) -> Optional[torch.Tensor]:
         """Fresh prompts for ``layer`` as (batch, prompt_length, dims), or
-        None when the layer keeps the previous layer's prompt outputs."""
+        None when the layer keeps the previous layer's prompt outputs.
+        ``grid``: the input's patch grid (``'add'`` prompts follow it)."""
         slot = self._prompt_slots.get(layer)
         if slot is None:
             return None
         stage, row = slot
         prompts = self.prompt_tensors()[stage][row]
+        if self.prompt_location == 'prepend-pixel':
+            conv, norm, _ = self.prompt_patch_embed()
+            pixels = prompts.reshape(-1, conv.in_channels, *conv.kernel_size)
+            prompts = conv(pixels).flatten(1)  # (L, C): one token each
+            prompts = prompts if norm is None else norm(prompts)
+        elif self.prompt_location == 'add' and grid is not None:
+            prompts = resize_grid(prompts, self.prompt_patch_embed()[2],
+                                  grid)
         if self.prompt_proj is not None:
             prompts = self.prompt_proj(prompts)
         # expand before dropout so that every sample gets its own mask
         return self.prompt_dropout(prompts.expand(batch_size, -1, -1))
 
-    def prompt_flow(self, batch_size: int) -> PromptFlow:
-        """The prompts of one forward pass over ``batch_size`` samples: the
-        backbone's own, or per-sample ones inside :meth:`mixed_prompts`."""
+    def prompt_flow(self, batch_size: int,
+                    grid: Optional[Tuple[int, int]] = None) -> PromptFlow:
+        """The prompts of one forward pass over ``batch_size`` samples
+        (``grid``: their patch grid): the backbone's own, or per-sample
+        ones inside :meth:`mixed_prompts`."""
         mixed = getattr(self, '_mixed_prompts', None)
         if mixed is None:
-            return PromptFlow(self, batch_size)
+            return PromptFlow(self, batch_size, grid)
         if mixed[1].numel() != batch_size:
             raise ValueError(f'mixed_prompts names the prompt sets of '
                              f'{mixed[1].numel()} samples, but the batch has '
@@ -320,6 +446,12 @@ class PromptTuningMixin:
             geometry = getattr(host, 'prompt_geometry', {})
             return geometry.get('stage_dims'), geometry.get('stage_depths')
 
+        for s in [self] + list(prompt_sets):
+            location = getattr(s, 'prompt_location', 'prepend')
+            if location != 'prepend':
+                raise ValueError(
+                    f'mixed_prompts runs prepended prompts only; a prompt '
+                    f'set or the backbone has prompt_location={location!r}')
         for s in prompt_sets:
             if layout(s) != layout(self):
                 raise ValueError(

@@ -59,9 +59,9 @@ TASK_OWN_KEYS = ('prompt_length', 'prompt_layers', 'prompt_init',
                  'prompt_proj_dims', 'prompt_dropout', 'frozen_exclude',
                  'frozen_eval', 'init_cfg', 'pretrained', 'out_indices',
                  'drop_rate', 'drop_path_rate', 'attn_drop_rate', 'with_cp',
-                 'fused_attn')
+                 'fused_attn', 'prompt_shared')
 PROMPT_ARGS = ('prompt_length', 'prompt_layers', 'prompt_init',
-               'prompt_proj_dims')
+               'prompt_proj_dims', 'prompt_shared')
 # mmseg's backbones and their VPT subclasses (prompt_length=0 is the parent)
 VPT_TYPES = {'VisionTransformer': 'VPTVisionTransformer',
              'SwinTransformer': 'VPTSwinTransformer'}
@@ -254,6 +254,11 @@ class MultiTaskSegmentor(nn.Module):
                 'its base weights file (pass base_weights=PATH, or '
                 '--base-weights)')
         self._backbone_cfg = self._comparable(bcfg)
+        location = self._backbone_cfg.get('prompt_location', 'prepend')
+        if location != 'prepend':
+            raise TaskError(
+                f'the backbone has prompt_location={location!r}; a shared '
+                "backbone serves prepended prompts only ('prepend')")
         bcfg.update(prompt_length=0, frozen_exclude=[])
         backbone = MODELS.build(bcfg)
         if not hasattr(backbone, 'mixed_prompts'):

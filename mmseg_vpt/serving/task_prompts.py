@@ -22,8 +22,8 @@ class TaskPrompts(PromptTuningMixin, BaseModule):
     Args:
         stage_dims, stage_depths, init_patch_size, init_dims: The shared
             backbone's ``prompt_geometry``.
-        prompt_length, prompt_layers, prompt_init, prompt_proj_dims: As
-            the task's backbone config has them.
+        prompt_length, prompt_layers, prompt_init, prompt_proj_dims,
+        prompt_shared: As the task's backbone config has them.
     """
 
     def __init__(self,
@@ -35,6 +35,7 @@ class TaskPrompts(PromptTuningMixin, BaseModule):
                  prompt_layers: PromptLayers = 'deep',
                  prompt_init: str = 'uniform',
                  prompt_proj_dims: Optional[int] = None,
+                 prompt_shared: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.init_prompt_tuning(
@@ -48,7 +49,8 @@ class TaskPrompts(PromptTuningMixin, BaseModule):
             init_dims=init_dims,
             frozen_exclude=['prompt'] if prompt_length else [],
             frozen_eval=True,
-            prompt_proj_dims=prompt_proj_dims)
+            prompt_proj_dims=prompt_proj_dims,
+            prompt_shared=prompt_shared)
         self.frozen_weights_set = True  # there are none
 
     def forward(self, *args, **kwargs):

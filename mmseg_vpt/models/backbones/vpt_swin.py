@@ -439,6 +439,10 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
         partial_k (int): Also train the last ``partial_k`` blocks (over the
             flattened block list) and the output norms (``norm{i}``, Swin's
             final norms). Default: 0 (off).
+        prompt_shared (bool): One prompt set per stage, used by every
+            prompted block of the stage. Default: False.
+        prompt_location (str): Only ``'prepend'`` (the other locations of
+            ``VPTVisionTransformer`` are for a plain ViT's sequence).
         fused_attn (bool): Window attention through
             ``F.scaled_dot_product_attention``; equal to the plain path
             within float rounding. ``False`` runs mmseg's attention ops, so
@@ -462,6 +466,8 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                  fused_attn: bool = True,
                  adapter_reduction: Optional[int] = None,
                  partial_k: int = 0,
+                 prompt_shared: bool = False,
+                 prompt_location: str = 'prepend',
                  **kwargs) -> None:
         super().__init__(**kwargs)
         for stage in self.stages:
@@ -493,7 +499,9 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             layer_prefixes=[f'stages.{s}.blocks.{j}.'
                             for s, stage in enumerate(self.stages)
                             for j in range(len(stage.blocks))],
-            final_norm_prefixes=[f'norm{i}.' for i in self.out_indices])
+            final_norm_prefixes=[f'norm{i}.' for i in self.out_indices],
+            prompt_location=prompt_location,
+            prompt_shared=prompt_shared)
 
     @property
     def fused_attn(self) -> bool:

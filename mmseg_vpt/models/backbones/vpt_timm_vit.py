@@ -26,6 +26,7 @@ from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import ConversionInfo
+from ..prompt_locations import PROMPT_LOCATIONS
 from ..prompts import PromptLayers, PromptTuningMixin
 from ..timm_weights import to_timm_model
 
@@ -113,8 +114,10 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             training. Default: False.
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
         prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction,
-        partial_k: As for ``VPTVisionTransformer`` (adapters follow each
-            block's ``mlp``; Partial-k's final norm is timm's ``norm``).
+        partial_k, prompt_location, prompt_shared, cls_feature: As for
+            ``VPTVisionTransformer`` (adapters follow each block's ``mlp``;
+            Partial-k's final norm is timm's ``norm``; pixel prompts go
+            through timm's ``patch_embed.proj``).
             Parameter names are timm's under ``timm_model.``
             (``timm_model.blocks.0.attn.qkv.bias``).
         init_cfg (dict, optional): ``dict(type='Pretrained',
@@ -140,13 +143,18 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                  frozen_eval: bool = True,
                  adapter_reduction: Optional[int] = None,
                  partial_k: int = 0,
+                 prompt_location: str = 'prepend',
+                 prompt_shared: bool = False,
+                 cls_feature: str = 'cls',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
         self.timm_model = create_timm_vit(model_name, dict(timm_kwargs or {}))
         depth = len(self.timm_model.blocks)
         self.out_indices = self._resolve_out_indices(out_indices, depth)
-        if output_cls_token and not self.timm_model.has_class_token:
+        # (timm's Eva has no has_class_token attribute)
+        if output_cls_token and getattr(self.timm_model, 'cls_token',
+                                        None) is None:
             raise ValueError(
                 f'output_cls_token=True, but {model_name!r} has no class '
                 'token; use output_cls_token=False (and pool the patch map)')
@@ -172,8 +180,18 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             partial_k=partial_k,
             layer_prefixes=[f'timm_model.blocks.{i}.'
                             for i in range(depth)],
-            final_norm_prefixes=['timm_model.norm.'] if out_norm else [])
+            final_norm_prefixes=['timm_model.norm.'] if out_norm else [],
+            prompt_location=prompt_location,
+            prompt_shared=prompt_shared)
+        self.cls_feature = self.check_cls_feature(cls_feature)
         self._skip_prompts_in_rope()
+
+    prompt_locations = PROMPT_LOCATIONS
+
+    def prompt_patch_embed(self):
+        embed = self.timm_model.patch_embed
+        norm = None if isinstance(embed.norm, nn.Identity) else embed.norm
+        return embed.proj, norm, tuple(embed.grid_size)
 
     @staticmethod
     def _resolve_out_indices(out_indices, depth: int) -> List[int]:
@@ -197,7 +215,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             attn = getattr(block, 'attn', None)
             if attn is not None and hasattr(attn, 'num_prefix_tokens'):
                 attn.num_prefix_tokens = prefix + (
-                    self.prompt_length if i >= first else 0)
+                    self.num_prompt_tokens if i >= first else 0)
 
     # -- weights ------------------------------------------------------------
     # the file need not provide prompts (rel. to this module)
@@ -233,7 +251,10 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         B, _, C = x.shape
         out = x[:, start:].reshape(B, hw[0], hw[1], C).permute(
             0, 3, 1, 2).contiguous()
-        return [out, x[:, 0]] if self.output_cls_token else out
+        if not self.output_cls_token:
+            return out
+        return [out, self.cls_output(x, self.timm_model.num_prefix_tokens,
+                                     num_prompts)]
 
     def forward(self, inputs: torch.Tensor) -> tuple:
         m = self.timm_model
@@ -241,7 +262,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         x, rope, hw = self._embed(inputs)
         rope_per_block = rope is not None and getattr(m, 'rope_mixed', False)
         num_prefix = m.num_prefix_tokens
-        flow = self.prompt_flow(B)
+        flow = self.prompt_flow(B, hw)
         outs = []
         for i, block in enumerate(m.blocks):
             x = flow.enter(x, i, num_prefix)

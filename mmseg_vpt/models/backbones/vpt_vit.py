@@ -22,6 +22,7 @@ from mmseg.registry import MODELS
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from ..prompt_flow import additive_key_mask
+from ..prompt_locations import PROMPT_LOCATIONS
 from ..prompts import PromptLayers, PromptTuningMixin
 
 
@@ -176,6 +177,17 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             ``frozen_exclude=['adapter']``). Default: None (no adapters).
         partial_k (int): Also train the last ``partial_k`` layers and the
             final norm (the paper's Partial-k). Default: 0 (off).
+        prompt_location (str): ``'prepend'``, ``'add'``,
+            ``'prepend-pixel'`` or ``'concat-channel'``: the paper's
+            location ablation (:mod:`~mmseg_vpt.models.prompt_locations`).
+            Default: 'prepend'.
+        prompt_shared (bool): One prompt set for every prompted layer
+            instead of one per layer. Default: False.
+        cls_feature (str): With ``output_cls_token=True``, what comes beside
+            each patch map: ``'cls'`` (the class token), ``'image-pool'``,
+            ``'prompt-pool'`` or ``'global-pool'`` (the mean of the image
+            patch tokens, of the prompt tokens, or of every token): the
+            paper's output ablation. Default: 'cls'.
         frozen_exclude (list[str]): Substrings of the names of parameters that
             stay trainable; all others are frozen. ``['prompt']`` is VPT,
             ``['prompt', 'bias']`` VPT+Bias, ``['bias']`` Bias tuning, ``[]``
@@ -204,6 +216,9 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
                  fused_attn: bool = True,
                  adapter_reduction: Optional[int] = None,
                  partial_k: int = 0,
+                 prompt_location: str = 'prepend',
+                 prompt_shared: bool = False,
+                 cls_feature: str = 'cls',
                  **kwargs) -> None:
         # the parent's own freezing would run before the prompts exist
         super().__init__(frozen_exclude=['all'], **kwargs)
@@ -229,7 +244,17 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             adapter_mlps=[(layer.ffn, embed_dims) for layer in self.layers],
             partial_k=partial_k,
             layer_prefixes=[f'layers.{i}.' for i in range(len(self.layers))],
-            final_norm_prefixes=['ln1.'] if self.final_norm else [])
+            final_norm_prefixes=['ln1.'] if self.final_norm else [],
+            prompt_location=prompt_location,
+            prompt_shared=prompt_shared)
+        self.cls_feature = self.check_cls_feature(cls_feature)
+
+    prompt_locations = PROMPT_LOCATIONS
+
+    def prompt_patch_embed(self):
+        conv = self.patch_embed.projection
+        grid = tuple(s // k for s, k in zip(self.img_size, conv.stride))
+        return conv, self.patch_embed.norm, grid
 
     @property
     def fused_attn(self) -> bool:
@@ -249,7 +274,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
         out = patches.reshape(B, hw_shape[0], hw_shape[1],
                               C).permute(0, 3, 1, 2).contiguous()
         if self.output_cls_token:
-            out = [out, x[:, 0]]
+            out = [out, self.cls_output(x, num_prefix, num_prompts)]
         return out
 
     def forward(self, inputs: torch.Tensor) -> tuple:
@@ -267,7 +292,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             outs.append(self._patch_map(x, hw_shape, 0))
 
         num_prefix = int(self.with_cls_token)
-        flow = self.prompt_flow(B)
+        flow = self.prompt_flow(B, hw_shape)
         for i, layer in enumerate(self.layers):
             x = flow.enter(x, i, num_prefix)
             x = layer(x, flow.key_padding_mask(x.shape[1], num_prefix))
