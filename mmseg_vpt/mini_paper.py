@@ -222,7 +222,8 @@ class MiniPaperConfig:
     # same for every protocol and seed: the head, prompts, backbone biases
     # (Bias, VPT + Bias) and the whole backbone (full fine-tuning)
     lrs: Dict[str, float] = field(default_factory=lambda: dict(
-        head=0.1, prompt=0.1, bias=1e-2, backbone=1e-3))
+        head=0.1, prompt=0.1, bias=1e-2, backbone=1e-3, adapter=1e-2,
+        partial=1e-3))
 
     @classmethod
     def quick(cls, **kwargs) -> 'MiniPaperConfig':
@@ -248,7 +249,25 @@ PROTOCOLS: 'OrderedDict[str, dict]' = OrderedDict(
     vpt_shallow=dict(prompt_layers='shallow', frozen_exclude=['prompt']),
     vpt_deep=dict(prompt_layers='deep', frozen_exclude=['prompt']),
     vpt_bias=dict(prompt_layers='deep', frozen_exclude=['prompt', 'bias']),
+    # the paper's other baselines and its prompt ablations
+    adapter=dict(prompt_length=0, adapter_reduction=8,
+                 frozen_exclude=['adapter']),
+    partial_1=dict(prompt_length=0, partial_k=1, frozen_exclude=[]),
+    vpt_deep_shared=dict(prompt_layers='deep', prompt_shared=True,
+                         frozen_exclude=['prompt']),
+    vpt_deep_add=dict(prompt_location='add', prompt_length='patches',
+                      prompt_layers='deep', frozen_exclude=['prompt']),
+    vpt_shallow_pixel=dict(prompt_location='prepend-pixel',
+                           prompt_layers='shallow',
+                           frozen_exclude=['prompt']),
+    vpt_shallow_concat=dict(prompt_location='concat-channel',
+                            prompt_length=1, prompt_layers='shallow',
+                            frozen_exclude=['prompt']),
 )
+#: the rows of the paper's segmentation table (the default of the quick
+#: test); the others are its baselines and ablations
+MAIN_PROTOCOLS = ('full', 'head_only', 'bias', 'vpt_shallow', 'vpt_deep',
+                  'vpt_bias')
 #: ensemble rows -> (member protocol, members): the member of the row's
 #: seed is that protocol's own row, the others train with other seeds
 ENSEMBLES: 'OrderedDict[str, Tuple[str, int]]' = OrderedDict(
@@ -257,7 +276,12 @@ ROWS = tuple(PROTOCOLS) + tuple(ENSEMBLES)
 PROTOCOL_NAMES = dict(full='Full fine-tuning', head_only='Head-only',
                       bias='Bias', vpt_shallow='VPT-shallow',
                       vpt_deep='VPT-deep', vpt_bias='VPT + Bias',
-                      vpt_deep_x3='VPT-deep, 3-seed ensemble')
+                      vpt_deep_x3='VPT-deep, 3-seed ensemble',
+                      adapter='Adapter (r=8)', partial_1='Partial-1',
+                      vpt_deep_shared='VPT-deep, shared prompts',
+                      vpt_deep_add='VPT-deep, Add',
+                      vpt_shallow_pixel='VPT-shallow, Prepend-pixel',
+                      vpt_shallow_concat='VPT-shallow, Concat-channel')
 
 
 class MiniSegmentor(nn.Module):
@@ -266,7 +290,8 @@ class MiniSegmentor(nn.Module):
 
     def __init__(self, cfg: MiniPaperConfig, num_classes: int,
                  prompt_length: int = 0, prompt_layers='deep',
-                 frozen_exclude: Sequence[str] = ('all', )) -> None:
+                 frozen_exclude: Sequence[str] = ('all', ),
+                 **backbone_args) -> None:
         super().__init__()
         from .models import VPTVisionTransformer
         self.backbone = VPTVisionTransformer(
@@ -281,7 +306,8 @@ class MiniSegmentor(nn.Module):
             out_indices=(cfg.num_layers - 1, ),
             final_norm=True,
             patch_bias=True,
-            init_cfg=None)
+            init_cfg=None,
+            **backbone_args)
         self.head = nn.Conv2d(cfg.embed_dims, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -337,7 +363,8 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 def param_groups(model: nn.Module, lrs: Dict[str, float]) -> List[dict]:
     """AdamW groups of the trainable parameters: ``head``, ``prompt``,
-    ``bias`` (a backbone that trains only some parameters) and
+    ``adapter``, ``partial`` (the layers Partial-k trains), ``bias`` (a
+    backbone that trains only some other parameters) and
     ``backbone`` (a backbone that trains everything; then the head trains
     at the same rate, which worked better for full fine-tuning than the
     frozen-backbone head rate)."""
@@ -351,6 +378,11 @@ def param_groups(model: nn.Module, lrs: Dict[str, float]) -> List[dict]:
             key = 'backbone' if train_all else 'head'
         elif 'prompt' in name:
             key = 'prompt'
+        elif '.adapter.' in name:
+            key = 'adapter'
+        elif name[len('backbone.'):].startswith(
+                model.backbone.partial_prefixes):
+            key = 'partial'
         else:
             key = 'backbone' if train_all else 'bias'
         groups.setdefault(key, []).append(p)
@@ -439,11 +471,14 @@ def build_protocol_model(cfg: MiniPaperConfig, protocol: str,
     starts identical for every protocol of a seed."""
     settings = dict(PROTOCOLS[protocol])
     settings.setdefault('prompt_length', cfg.prompt_length)
+    if settings['prompt_length'] == 'patches':  # 'add': one per patch
+        settings['prompt_length'] = (cfg.img_size // cfg.patch_size)**2
     torch.manual_seed(seed)
     model = MiniSegmentor(cfg, num_classes, **settings)
     missing, unexpected = model.backbone.load_state_dict(base_state,
                                                          strict=False)
-    if unexpected or any('prompt' not in k for k in missing):
+    if unexpected or any('prompt' not in k and '.adapter.' not in k
+                         for k in missing):
         raise RuntimeError(f'base weights do not fit: missing {missing}, '
                            f'unexpected {unexpected}')
     torch.manual_seed(seed + 7)
@@ -595,7 +630,10 @@ def plot_results(result: dict, path: str) -> None:
     rows = summarize(result)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     markers = dict(full='s', head_only='o', bias='^', vpt_shallow='v',
-                   vpt_deep='*', vpt_bias='P', vpt_deep_x3='X')
+                   vpt_deep='*', vpt_bias='P', vpt_deep_x3='X',
+                   adapter='D', partial_1='h', vpt_deep_shared='p',
+                   vpt_deep_add='+', vpt_shallow_pixel='<',
+                   vpt_shallow_concat='>')
     for r in rows:
         yerr = [[r['miou_mean'] - r['miou_min']],
                 [r['miou_max'] - r['miou_mean']]]

@@ -502,6 +502,8 @@ def test_plot_curves_cli_plots_loss_and_miou_from_the_local_backend(
 # stayed above VPT-deep by at least 0.05; the test runs seed 0 and asks for
 # a margin well under the smallest one seen.
 MINI_PAPER_MARGIN = 0.03
+MAIN_PROTOCOLS = ('full', 'head_only', 'bias', 'vpt_shallow', 'vpt_deep',
+                  'vpt_bias')
 
 
 @pytest.mark.slow
@@ -512,6 +514,7 @@ def test_mini_paper_quick_run_vpt_deep_beats_head_only_with_few_params(
     README's Mini-paper section)."""
     rc, out, err = run_tool(
         [PYTHON, REPO / 'tools/mini_paper.py', '--quick', '--seeds', '0',
+         '--protocols', *MAIN_PROTOCOLS, 'vpt_deep_x3',
          '--out-dir', tmp_path], cwd=tmp_path, timeout=900)
     assert rc == 0, out[-3000:] + err[-3000:]
     assert 'synthetic' in out.lower()
@@ -582,7 +585,17 @@ def test_mini_paper_protocols_train_what_the_paper_says():
         vpt_shallow=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_deep=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_bias=lambda n: n.startswith('head.') or 'prompt' in n or
-        n.endswith('bias'))
+        n.endswith('bias'),
+        adapter=lambda n: n.startswith('head.') or '.adapter.' in n,
+        partial_1=lambda n: n.startswith(
+            ('head.', 'backbone.layers.1.', 'backbone.ln1.')),
+        vpt_deep_shared=lambda n: n.startswith('head.') or 'prompt' in n,
+        vpt_deep_add=lambda n: n.startswith('head.') or 'prompt' in n,
+        vpt_shallow_pixel=lambda n: n.startswith('head.') or 'prompt' in n,
+        vpt_shallow_concat=lambda n: n.startswith('head.') or 'prompt' in n)
+    from mmseg_vpt import mini_paper
+    assert mini_paper.MAIN_PROTOCOLS == MAIN_PROTOCOLS
+    assert set(expect) == set(PROTOCOLS)
     for protocol in PROTOCOLS:
         model = build_protocol_model(cfg, protocol, base, 4, seed=0)
         for name, p in model.named_parameters():
@@ -593,8 +606,19 @@ def test_mini_paper_protocols_train_what_the_paper_says():
         groups = {g['name'] for g in param_groups(model, cfg.lrs)}
         assert groups == {'full': {'backbone'}, 'head_only': {'head'},
                           'bias': {'head', 'bias'},
-                          'vpt_shallow': {'head', 'prompt'},
-                          'vpt_deep': {'head', 'prompt'},
-                          'vpt_bias': {'head', 'prompt', 'bias'}}[protocol]
+                          'vpt_bias': {'head', 'prompt', 'bias'},
+                          'adapter': {'head', 'adapter'},
+                          'partial_1': {'head', 'partial'}}.get(
+                              protocol, {'head', 'prompt'})
+        # a few steps run for every protocol, and the frozen part stays
+        x = torch.randn(2, 3, cfg.img_size, cfg.img_size)
+        loss = model(x).logsumexp(1).mean()
+        loss.backward()
+        assert all(p.grad is None for p in model.parameters()
+                   if not p.requires_grad)
+    add = build_protocol_model(cfg, 'vpt_deep_add', base, 4, 0)
+    assert add.backbone.prompt_embeddings.shape == (2, 64, 16)  # 8x8 grid
+    shared = build_protocol_model(cfg, 'vpt_deep_shared', base, 4, 0)
+    assert shared.backbone.prompt_embeddings.shape == (1, 4, 16)
     shallow = build_protocol_model(cfg, 'vpt_shallow', base, 4, 0)
     assert shallow.backbone.prompt_embeddings.shape == (1, 4, 16)

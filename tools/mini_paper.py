@@ -5,8 +5,10 @@
 Pretrains a small ViT to segment generated scenes by colour, then adapts it
 to segmenting the same kind of scenes by another attribute with each
 protocol of the paper (full fine-tuning, head-only, bias, VPT-shallow,
-VPT-deep, VPT + Bias) under the same budget, plus a 3-seed VPT-deep prompt
-ensemble (one backbone pass per batch for its three prompt sets), and writes to DIR (default
+VPT-deep, VPT + Bias; Adapter and Partial-1; VPT with shared prompts and
+with the Add, Prepend-pixel and Concat-channel locations) under the same
+budget, plus a 3-seed VPT-deep prompt ensemble (one backbone pass per batch
+for its three prompt sets), and writes to DIR (default
 work_dirs/mini_paper): ``table.md``, ``results.json`` and
 ``mini_paper.png`` (mIoU against tunable parameters, log x). See
 mmseg_vpt/mini_paper.py for the tasks and settings. ``--quick`` is the
@@ -29,8 +31,12 @@ def parse_args() -> argparse.Namespace:
                         help='seeds (default: 0 1 2; --quick: 0)')
     parser.add_argument('--protocols', nargs='+', default=None,
                         help='subset of: full head_only bias vpt_shallow '
-                        'vpt_deep vpt_bias vpt_deep_x3 (VPT-deep trained '
-                        'with 3 seeds, evaluated as a prompt ensemble)')
+                        'vpt_deep vpt_bias (the paper\'s segmentation rows), '
+                        'adapter partial_1 (its other baselines), '
+                        'vpt_deep_shared vpt_deep_add vpt_shallow_pixel '
+                        'vpt_shallow_concat (its prompt ablations), '
+                        'vpt_deep_x3 (VPT-deep trained with 3 seeds, '
+                        'evaluated as a prompt ensemble); default: all')
     parser.add_argument('--out-dir', default='work_dirs/mini_paper')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: these '

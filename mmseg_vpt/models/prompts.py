@@ -272,6 +272,7 @@ class PromptTuningMixin:
         self.partial_k = partial_k
         partial = tuple(layer_prefixes[len(layer_prefixes) - partial_k:]) + \
             tuple(final_norm_prefixes) if partial_k else ()
+        self.partial_prefixes = partial  # what Partial-k trains
         train_all = 'all' in self.frozen_exclude
         for name, param in self.named_parameters():
             # an empty stage tensor (a Swin stage without prompted blocks)
