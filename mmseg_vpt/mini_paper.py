@@ -220,10 +220,12 @@ class MiniPaperConfig:
     weight_decay: float = 1e-4
     # learning rates (AdamW, warmup + cosine decay) by parameter group, the
     # same for every protocol and seed: the head, prompts, backbone biases
-    # (Bias, VPT + Bias) and the whole backbone (full fine-tuning)
+    # (Bias, VPT + Bias), the whole backbone (full fine-tuning), adapters
+    # and the layers Partial-k trains (these two picked on seeds 0-1 of the
+    # quick run from {3e-3, 1e-2, 3e-2} and {1e-3, 3e-3})
     lrs: Dict[str, float] = field(default_factory=lambda: dict(
-        head=0.1, prompt=0.1, bias=1e-2, backbone=1e-3, adapter=1e-2,
-        partial=1e-3))
+        head=0.1, prompt=0.1, bias=1e-2, backbone=1e-3, adapter=3e-2,
+        partial=3e-3))
 
     @classmethod
     def quick(cls, **kwargs) -> 'MiniPaperConfig':
