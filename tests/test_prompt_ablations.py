@@ -285,3 +285,17 @@ def test_vtab_ablation_bases_build_and_train_their_prompts(base):
         model.eval()
         assert model(torch.randn(2, 3, 32, 32),
                      mode='tensor').shape == (2, 100)
+
+
+def test_serving_refuses_a_backbone_with_another_location(tmp_path):
+    from mmengine.config import Config
+
+    from mmseg_vpt.serving import MultiTaskSegmentor, TaskError
+
+    from .tools_helpers import REPO
+    cfg = Config.fromfile(
+        REPO / 'configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py')
+    cfg.model.backbone.update(prompt_location='add', prompt_length=64)
+    with pytest.raises(TaskError, match="prompt_location='add'; a shared "
+                       "backbone serves prepended prompts only"):
+        MultiTaskSegmentor(cfg, base_weights=str(tmp_path / 'base.pth'))
