@@ -8,7 +8,8 @@ Reads every result.json of a final run (written by tools/vtab_sweep.py)
 under the given folders, averages seeds (mean, sample std) and tasks (the
 paper's Natural / Specialized / Structured group means) and prints the
 paper's group means for the same backbone and method beside ours. The logic
-lives in mmseg_vpt/vtab/report.py.
+lives in mmseg_vpt/vtab/report.py; tools/fgvc_report.py is this tool for
+the FGVC benchmark.
 """
 import argparse
 import os.path as osp
@@ -17,12 +18,15 @@ import sys
 # Work from a source checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_vpt.vtab.report import report  # noqa: E402
+from mmseg_vpt.vtab.report import (VTAB_TABLE, ResultTable,  # noqa: E402
+                                   report)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None,
+               table: ResultTable = VTAB_TABLE) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='VTAB-1k results table beside the paper\'s numbers')
+        description=f'{table.title} results table beside the paper\'s '
+        'numbers')
     parser.add_argument('paths', nargs='+',
                         help='sweep folders or result.json files')
     parser.add_argument('--format', default='markdown',
@@ -34,10 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, table: ResultTable = VTAB_TABLE) -> int:
+    args = parse_args(argv, table)
     try:
-        text = report(args.paths, args.format, not args.no_paper)
+        text = report(args.paths, args.format, not args.no_paper, table)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

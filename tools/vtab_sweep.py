@@ -11,7 +11,8 @@ selection by val top-1 (ties: smaller lr), then train800val200 -> test runs
 with each seed, and finally a results table (mean / std per task, group
 means beside the paper's). Jobs are subprocesses of tools/train.py and
 tools/test.py; finished jobs are skipped, so rerunning the same command
-resumes. The logic lives in mmseg_vpt/vtab/sweep.py.
+resumes. The logic lives in mmseg_vpt/vtab/sweep.py; tools/fgvc_sweep.py is
+this tool for the FGVC benchmark.
 """
 import argparse
 import os.path as osp
@@ -20,24 +21,27 @@ import sys
 # Work from a source checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_vpt.vtab.sweep import SweepSettings, run_sweep  # noqa: E402
-from mmseg_vpt.vtab.tasks import (METHODS, TASKS,  # noqa: E402
-                                  render_task_config)
+from mmseg_vpt.vtab.sweep import (VTAB, Benchmark,  # noqa: E402
+                                  SweepSettings, run_sweep)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None,
+               benchmark: Benchmark = VTAB) -> argparse.Namespace:
+    b = benchmark
+    methods = b.table.methods
     parser = argparse.ArgumentParser(
-        description='VTAB-1k sweep with the VPT paper\'s protocol',
+        description=f'{b.name} sweep with the VPT paper\'s protocol',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='methods:\n' + '\n'.join(
             f'  {m.name:14s} {m.backbone}: {m.description}'
-            for m in METHODS.values()))
-    parser.add_argument('--method', default='vpt-deep', choices=list(METHODS),
+            for m in methods.values()))
+    parser.add_argument('--method', default='vpt-deep', choices=list(methods),
                         help='tuning method (default: vpt-deep)')
     parser.add_argument(
-        '--tasks', nargs='+', default=list(TASKS), metavar='TASK',
-        help='tasks to run (default: all 19). Other task folders under '
-        '--data-root need --num-classes')
+        '--tasks', nargs='+', default=list(b.tasks), metavar='TASK',
+        help=f'tasks to run (default: all {len(b.tasks)}).' + (
+            ' Other task folders under --data-root need --num-classes'
+            if b.custom_task else f' Choose from {", ".join(b.tasks)}'))
     parser.add_argument('--lrs', nargs='+', type=float, default=None,
                         metavar='LR', help='base learning rates, before '
                         "lr = base_lr * batch / 256 (default: the method's "
@@ -49,15 +53,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
                         metavar='SEED', help='seeds of the final runs; the '
                         'grid uses the first (default: 0 1 2)')
-    parser.add_argument('--data-root', default='data/vtab-1k',
+    parser.add_argument('--data-root', default=b.data_root,
                         help='folder of the task folders '
-                        '(default: data/vtab-1k)')
-    parser.add_argument('--num-classes', type=int, default=None,
-                        help='class count for tasks that are not VTAB-1k '
-                        'tasks (e.g. a generated one)')
-    parser.add_argument('--work-dir', default='work_dirs/vtab_sweep',
+                        f'(default: {b.data_root})')
+    if b.custom_task:
+        parser.add_argument('--num-classes', type=int, default=None,
+                            help=f'class count for tasks that are not '
+                            f'{b.name} tasks (e.g. a generated one)')
+    parser.add_argument('--work-dir', default=b.work_dir,
                         help='where runs and tables go '
-                        '(default: work_dirs/vtab_sweep)')
+                        f'(default: {b.work_dir})')
     parser.add_argument('--gpus', type=int, default=None,
                         help='run this many jobs at a time, one GPU each '
                         '(default: all visible GPUs; 0 = CPU, one job at a '
@@ -77,25 +82,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_configs(method: str, tasks, out_dir: str) -> None:
+def write_configs(method: str, tasks, out_dir: str,
+                  benchmark: Benchmark = VTAB) -> None:
     import os
-    from mmseg_vpt.vtab.sweep import CONFIG_DIR
     os.makedirs(out_dir, exist_ok=True)
-    base_dir = osp.relpath(CONFIG_DIR / '_base_', osp.abspath(out_dir))
+    base_dir = osp.relpath(benchmark.config_dir / '_base_',
+                           osp.abspath(out_dir))
     for task in tasks:
         path = osp.join(out_dir, f'{task}.py')
         with open(path, 'w') as f:
-            f.write(render_task_config(task, method, base_dir=base_dir))
+            f.write(benchmark.render(task, method, base_dir=base_dir))
         print(path)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, benchmark: Benchmark = VTAB) -> int:
+    args = parse_args(argv, benchmark)
     if args.write_configs:
-        unknown = [t for t in args.tasks if t not in TASKS]
+        unknown = [t for t in args.tasks if t not in benchmark.tasks]
         if unknown:
-            sys.exit(f'error: not VTAB-1k tasks: {unknown}')
-        write_configs(args.method, args.tasks, args.write_configs)
+            sys.exit(f'error: not {benchmark.name} tasks: {unknown}')
+        write_configs(args.method, args.tasks, args.write_configs,
+                      benchmark)
         return 0
     gpus = args.gpus
     if gpus is None:
@@ -105,10 +112,11 @@ def main(argv=None) -> int:
         settings = SweepSettings(
             work_dir=args.work_dir, method=args.method, tasks=args.tasks,
             lrs=args.lrs, wds=args.wds, seeds=args.seeds,
-            data_root=args.data_root, num_classes=args.num_classes,
+            data_root=args.data_root,
+            num_classes=getattr(args, 'num_classes', None),
             cfg_options=args.cfg_options, gpus=gpus,
             delete_checkpoints=args.delete_checkpoints,
-            dry_run=args.dry_run)
+            dry_run=args.dry_run, benchmark=benchmark)
     except ValueError as e:
         sys.exit(f'error: {e}')
     failed = run_sweep(settings, log=lambda msg: print(msg, flush=True))

@@ -29,6 +29,11 @@ Layout under ``work_dir``::
     <method>/<task>/final/seed<s>/            train.log, test.log,
                                               result.json, checkpoint
     <method>/results.md, results.csv
+
+Another benchmark with the same protocol (FGVC: :data:`mmseg_vpt.fgvc.
+benchmark.FGVC`) runs through the same code with its own
+:class:`Benchmark` (task table, configs, splits, data root, report
+table); :data:`VTAB` is the default everywhere.
 """
 import json
 import os
@@ -41,11 +46,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .report import (FINAL_STAGE, RESULT_FILE, format_report, load_results,
-                     summarize)
-from .tasks import TASKS, get_method, render_task_config
+from .report import (FINAL_STAGE, RESULT_FILE, VTAB_TABLE, ResultTable,
+                     format_report, load_results, summarize)
+from .tasks import Method, render_task_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / 'configs' / 'vtab'
@@ -54,6 +59,69 @@ TOOLS_DIR = REPO / 'tools'
 GRID_STAGE = 'grid'
 
 Log = Callable[[str], None]
+
+
+def _vtab_custom_task(task: str, method: Method, num_classes: int,
+                      base_dir: Path) -> str:
+    """The config of a generated / custom VTAB task: the method's base
+    with the task lines."""
+    return (f'# custom task {task} ({num_classes} classes), '
+            f'{method.backbone} {method.name}\n'
+            f"_base_ = ['{base_dir / method.base}']\n"
+            f"vtab_task = '{task}'\n"
+            f'model = dict(head=dict(num_classes='
+            f'{num_classes}))\n'
+            'train_dataloader = dict(dataset=dict(task=vtab_task))\n'
+            'val_dataloader = dict(dataset=dict(task=vtab_task))\n'
+            'test_dataloader = dict(dataset=dict(task=vtab_task))\n')
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What the sweep needs to know about a benchmark.
+
+    Args:
+        name: For the log, e.g. ``'VTAB-1k'``.
+        table: The report's :class:`~mmseg_vpt.vtab.report.ResultTable`
+            (task order, methods, paper numbers); its ``key`` goes into
+            every result file.
+        config_dir: ``configs/<benchmark>``: ``<task>.py`` are the
+            checked-in ``vpt-deep`` configs, ``_base_/`` the method bases.
+        render: ``render(task, method, base_dir=...)`` -> config text.
+        data_root: Default ``--data-root``.
+        work_dir: Default ``--work-dir``.
+        splits: (grid train, grid val, final train, final test) split
+            names of the dataset class.
+        custom_task: Config text of a task outside the table
+            (``(task, method, num_classes, base_dir)``), or None when
+            only the table's tasks can run.
+    """
+    name: str
+    table: ResultTable
+    config_dir: Path
+    render: Callable[..., str]
+    data_root: str
+    work_dir: str
+    splits: Tuple[str, str, str, str]
+    custom_task: Optional[Callable[[str, Method, int, Path], str]] = None
+
+    @property
+    def tasks(self) -> Tuple[str, ...]:
+        return self.table.tasks
+
+    def method(self, name: str) -> Method:
+        if name not in self.table.methods:
+            raise ValueError(f'unknown {self.name} method {name!r}; choose '
+                             f'from {list(self.table.methods)}')
+        return self.table.methods[name]
+
+
+VTAB = Benchmark(
+    name='VTAB-1k', table=VTAB_TABLE, config_dir=CONFIG_DIR,
+    render=render_task_config, data_root='data/vtab-1k',
+    work_dir='work_dirs/vtab_sweep',
+    splits=('train800', 'val200', 'train800val200', 'test'),
+    custom_task=_vtab_custom_task)
 
 
 def _num(x: float) -> str:
@@ -67,23 +135,27 @@ class SweepSettings:
     """What to run; see ``tools/vtab_sweep.py --help``."""
     work_dir: str
     method: str = 'vpt-deep'
-    tasks: Sequence[str] = tuple(TASKS)
+    tasks: Optional[Sequence[str]] = None  # None: the benchmark's
     lrs: Optional[Sequence[float]] = None  # None: the method's grid
     wds: Optional[Sequence[float]] = None
     seeds: Sequence[int] = (0, 1, 2)
-    data_root: str = 'data/vtab-1k'
-    num_classes: Optional[int] = None  # for tasks outside the VTAB table
+    data_root: Optional[str] = None  # None: the benchmark's
+    num_classes: Optional[int] = None  # for tasks outside the table
     cfg_options: Sequence[str] = ()
     gpus: int = 0
     python: str = sys.executable
     delete_checkpoints: bool = False
     dry_run: bool = False
+    benchmark: Benchmark = VTAB
 
     def __post_init__(self):
-        m = get_method(self.method)
+        b = self.benchmark
+        m = b.method(self.method)
         self.lrs = tuple(m.lrs if self.lrs is None else self.lrs)
         self.wds = tuple(m.wds if self.wds is None else self.wds)
-        self.tasks = tuple(self.tasks)
+        self.tasks = tuple(b.tasks if self.tasks is None else self.tasks)
+        if self.data_root is None:
+            self.data_root = b.data_root
         self.seeds = tuple(self.seeds)
         if not (self.lrs and self.wds and self.seeds and self.tasks):
             raise ValueError('lrs, wds, seeds and tasks must not be empty')
@@ -91,10 +163,13 @@ class SweepSettings:
                              ('seeds', self.seeds), ('tasks', self.tasks)):
             if len(set(values)) != len(values):
                 raise ValueError(f'{name} has repeated values: {values}')
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in self.tasks if t not in b.tasks]
+        if unknown and b.custom_task is None:
+            raise ValueError(f'tasks {unknown} are not {b.name} tasks; '
+                             f'choose from {list(b.tasks)}')
         if unknown and self.num_classes is None:
             raise ValueError(
-                f'tasks {unknown} are not VTAB-1k tasks; give num_classes '
+                f'tasks {unknown} are not {b.name} tasks; give num_classes '
                 '(--num-classes) for generated or custom tasks')
         if self.gpus < 0:
             raise ValueError(f'gpus must be >= 0, got {self.gpus}')
@@ -137,30 +212,23 @@ class JobFailed(RuntimeError):
 
 def write_task_config(settings: SweepSettings, task: str,
                       out_dir: Path) -> Path:
-    """The config the task's jobs run: ``configs/vtab/<task>.py`` for
-    ``vpt-deep`` (so edits there apply), else the method's base with the
-    task lines (:func:`render_task_config`)."""
+    """The config the task's jobs run: ``configs/<benchmark>/<task>.py``
+    for ``vpt-deep`` (so edits there apply), else the method's base with
+    the task lines (the benchmark's ``render``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / 'config.py'
-    checked_in = CONFIG_DIR / f'{task}.py'
+    b = settings.benchmark
+    checked_in = b.config_dir / f'{task}.py'
     if settings.method == 'vpt-deep' and checked_in.is_file():
         text = (f'# {task}: the checked-in config\n'
                 f"_base_ = ['{checked_in}']\n")
-    elif task in TASKS:
-        text = render_task_config(task, settings.method,
-                                  base_dir=str(CONFIG_DIR / '_base_'))
+    elif task in b.tasks:
+        text = b.render(task, settings.method,
+                        base_dir=str(b.config_dir / '_base_'))
     else:
-        # a generated / custom task: the vpt-deep task file of no VTAB task
-        m = get_method(settings.method)
-        text = (f'# custom task {task} ({settings.num_classes} classes), '
-                f'{m.backbone} {m.name}\n'
-                f"_base_ = ['{CONFIG_DIR / '_base_' / m.base}']\n"
-                f"vtab_task = '{task}'\n"
-                f'model = dict(head=dict(num_classes='
-                f'{settings.num_classes}))\n'
-                'train_dataloader = dict(dataset=dict(task=vtab_task))\n'
-                'val_dataloader = dict(dataset=dict(task=vtab_task))\n'
-                'test_dataloader = dict(dataset=dict(task=vtab_task))\n')
+        # a generated / custom task: the method's base with the task lines
+        text = b.custom_task(task, b.method(settings.method),
+                             settings.num_classes, b.config_dir / '_base_')
     if not config.is_file() or config.read_text() != text:
         config.write_text(text)
     return config
@@ -186,12 +254,13 @@ def _common_options(settings: SweepSettings, lr: float, wd: float,
 def grid_jobs(settings: SweepSettings, task: str,
               config: Path) -> List[Job]:
     seed = settings.seeds[0]
+    train, val, _, _ = settings.benchmark.splits
     jobs = []
     for lr in settings.lrs:
         for wd in settings.wds:
             options = _common_options(settings, lr, wd, seed) + [
-                'train_dataloader.dataset.split=train800',
-                'val_dataloader.dataset.split=val200',
+                f'train_dataloader.dataset.split={train}',
+                f'val_dataloader.dataset.split={val}',
                 # the grid only needs the val accuracy
                 'default_hooks.checkpoint=None',
             ]
@@ -208,11 +277,12 @@ def final_jobs(settings: SweepSettings, task: str, config: Path, lr: float,
     # the validation loop is off, so options for it cannot apply
     user = [o for o in settings.cfg_options if not o.startswith(
         ('val_dataloader', 'val_cfg', 'val_evaluator'))]
+    _, _, train, test = settings.benchmark.splits
     jobs = []
     for seed in settings.seeds:
         options = _common_options(settings, lr, wd, seed) + [
-            'train_dataloader.dataset.split=train800val200',
-            'test_dataloader.dataset.split=test',
+            f'train_dataloader.dataset.split={train}',
+            f'test_dataloader.dataset.split={test}',
             # no validation: the test split is evaluated by tools/test.py
             'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
         ]
@@ -312,12 +382,14 @@ class Runner:
         start = time.time()
         train, *rest = self.commands(job)
         self._call(train, job.work_dir / 'train.log', device)
-        record = dict(stage=job.stage, method=self.s.method,
-                      backbone=get_method(self.s.method).backbone,
+        b = self.s.benchmark
+        record = dict(stage=job.stage, benchmark=b.table.key,
+                      method=self.s.method,
+                      backbone=b.method(self.s.method).backbone,
                       task=job.task, lr=job.lr, wd=job.wd, seed=job.seed,
                       config=str(job.config), cfg_options=job.options)
         if job.stage == GRID_STAGE:
-            record.update(split='val200', top1=latest_metric(
+            record.update(split=b.splits[1], top1=latest_metric(
                 job.work_dir, '*/vis_data/scalars.json'))
         else:
             last = job.work_dir / 'last_checkpoint'
@@ -327,7 +399,7 @@ class Runner:
             test = rest[0]
             test[test.index('<last checkpoint>')] = checkpoint
             self._call(test, job.work_dir / 'test.log', device)
-            record.update(split='test', checkpoint=checkpoint,
+            record.update(split=b.splits[3], checkpoint=checkpoint,
                           top1=latest_metric(job.work_dir / 'test',
                                              '*/[0-9]*.json'))
             if self.s.delete_checkpoints:
@@ -393,15 +465,18 @@ def run_sweep(settings: SweepSettings, log: Log = print) -> int:
     """Grid, selection, final runs and the table. Returns the number of
     failed jobs (0 on success)."""
     s = settings
+    b = s.benchmark
     runner = Runner(s, log)
-    method = get_method(s.method)
-    log(f'VTAB-1k sweep: {s.method} ({method.backbone}), '
+    method = b.method(s.method)
+    grid_train, grid_val, final_train, final_test = b.splits
+    log(f'{b.name} sweep: {s.method} ({method.backbone}), '
         f'{len(s.tasks)} task(s), grid {len(s.lrs)} lr x {len(s.wds)} wd, '
         f'seeds {list(s.seeds)} -> {s.method_dir}')
     configs = {t: write_task_config(s, t, s.method_dir / t) for t in s.tasks}
 
     grid = [j for t in s.tasks for j in grid_jobs(s, t, configs[t])]
-    grid_results = runner.run(grid, 'Stage 1/2, grid on train800 -> val200')
+    grid_results = runner.run(
+        grid, f'Stage 1/2, grid on {grid_train} -> {grid_val}')
 
     finals = []
     for task in s.tasks:
@@ -424,12 +499,13 @@ def run_sweep(settings: SweepSettings, log: Log = print) -> int:
             log(f'  {task}: selected lr={_num(best["lr"])} '
                 f'wd={_num(best["wd"])} (val top-1 {best["top1"]:.2f})')
         finals += final_jobs(s, task, configs[task], best['lr'], best['wd'])
-    runner.run(finals, 'Stage 2/2, final train800val200 -> test')
+    runner.run(finals,
+               f'Stage 2/2, final {final_train} -> {final_test}')
 
     if not s.dry_run:
-        records = load_results([str(s.method_dir)])
+        records = load_results([str(s.method_dir)], table=b.table)
         if records:
-            summaries = summarize(records)
+            summaries = summarize(records, b.table)
             table = format_report(summaries, 'markdown')
             (s.method_dir / 'results.md').write_text(table)
             (s.method_dir / 'results.csv').write_text(
