@@ -41,7 +41,7 @@ def test_config_builds_and_trains_what_its_row_says(config):
     cfg, model = build(config)
     backbone = cfg.model.backbone
     assert backbone.type in ('VPTVisionTransformer', 'VPTSwinTransformer',
-                             'VPTTimmViT')
+                             'VPTTimmViT', 'VPTResNetV1c', 'VPTConvNeXt')
     assert cfg.custom_imports.imports == ['mmseg_vpt']
     assert cfg.default_scope == 'mmseg'
 
@@ -66,7 +66,9 @@ def test_config_builds_and_trains_what_its_row_says(config):
 
     prompts = [n for n, _ in model.backbone.named_parameters()
                if 'prompt' in n]
-    assert bool(prompts) == (backbone.prompt_length > 0), config
+    # prompt tokens, or a padding border (the ConvNet rows)
+    assert bool(prompts) == (backbone.get('prompt_length', 0) > 0
+                             or backbone.get('prompt_pad', 0) > 0), config
     if backbone.type == 'VPTVisionTransformer' and prompts:
         layers = 1 if backbone.prompt_layers == 'shallow' else len(
             model.backbone.layers)  # the configs are deep or shallow

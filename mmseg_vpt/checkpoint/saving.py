@@ -93,7 +93,8 @@ def freeze_policy(model: nn.Module, module: str = BASE_MODULE) -> dict:
         trainable_params=sum(p.numel() for _, p in params if p.requires_grad),
         total_params=sum(p.numel() for _, p in params))
     for attr in ('frozen_exclude', 'prompt_length', 'prompt_layers',
-                 'prompt_init', 'frozen_eval'):
+                 'prompt_init', 'frozen_eval', 'prompt_location',
+                 'prompt_shared', 'prompt_pad', 'partial_k'):
         if hasattr(sub, attr):
             value = getattr(sub, attr)
             policy[attr] = list(value) if isinstance(value,
