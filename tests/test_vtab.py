@@ -48,7 +48,20 @@ def models():
 # ---------------------------------------------------------------------------
 def tiny_options(backbone: str = 'vit', img: int = 32) -> Dict:
     """Config overrides for a tiny backbone at ``img`` px (random init)."""
-    if backbone == 'timm':
+    if backbone == 'sidetune':
+        # SidetuneBackbone: the tiny ViT below, wrapped, and a tiny side
+        # network (AlexNet's strides and pools need more than 32 px)
+        opts = {k.replace('model.backbone.', 'model.backbone.backbone.'): v
+                for k, v in tiny_options('vit', img).items()}
+        opts.update({
+            'model.backbone.side.channels': (8, 16),
+            'model.backbone.side.kernel_sizes': (3, 3),
+            'model.backbone.side.strides': (2, 2),
+            'model.backbone.side.paddings': (1, 1),
+            'model.backbone.side.pool_after': (),
+            'model.backbone.side_pool': 2,
+        })
+    elif backbone == 'timm':
         # VPTTimmViT: the architecture comes from timm_kwargs
         opts = {
             'model.backbone.timm_kwargs.img_size': img,
@@ -76,7 +89,7 @@ def tiny_options(backbone: str = 'vit', img: int = 32) -> Dict:
             'model.backbone.window_size': 4,
             'model.head.in_channels': 128,
         }
-    opts['model.backbone.init_cfg'] = None
+    opts['model.backbone.init_cfg'] = None  # (SidetuneBackbone: forwarded)
     for loader in ('train', 'val', 'test'):
         opts[f'{loader}_dataloader.dataset.pipeline.1.scale'] = (img, img)
     return opts
@@ -188,11 +201,18 @@ def test_task_config_follows_the_paper_protocol_and_builds(config):
                      mode='tensor').shape == (2, num_classes)
 
 
-# method base -> substrings of the trainable backbone parameters
-# (None: every one)
+# method base -> substrings of the trainable backbone parameters (None:
+# every one), or a predicate on their names
 BASE_TRAINABLE = {
     'vpt-deep': ['prompt'], 'vpt-shallow': ['prompt'], 'linear': [],
     'bias': ['bias'], 'full': None, 'vpt-deep-mean': ['prompt'],
+    # the last of the 2 tiny layers and the final norm ('ln1.', which is
+    # also the name of every layer's first norm: hence a prefix)
+    'partial-1': lambda name: name.startswith(('layers.1.', 'ln1.')),
+    'mlp-3': [],
+    # everything but the wrapped backbone: side network, projections, alpha
+    'sidetune': lambda name: not name.startswith('backbone.'),
+    'adapter-8': ['.adapter.'],
     'swin-vpt-deep': ['prompt'], 'mae-vpt-deep': ['prompt'],
     'mae-vpt-shallow': ['prompt'], 'mocov3-vpt-deep': ['prompt'],
     'mocov3-vpt-shallow': ['prompt'],
@@ -204,7 +224,8 @@ TIMM_METHODS = ['mae-vpt-deep', 'mae-vpt-shallow', 'mocov3-vpt-deep',
 
 def tiny_options_for(config: str) -> Dict:
     """:func:`tiny_options` for the backbone type of ``config``."""
-    kind = {'mmseg.VPTTimmViT': 'timm', 'mmseg.VPTSwinTransformer': 'swin'}
+    kind = {'mmseg.VPTTimmViT': 'timm', 'mmseg.VPTSwinTransformer': 'swin',
+            'mmseg.SidetuneBackbone': 'sidetune'}
     return tiny_options(kind.get(load(config).model.backbone.type, 'vit'))
 
 
@@ -215,9 +236,10 @@ def test_method_bases_build_with_the_right_trainable_set(method):
     cfg = load(config, tiny_options_for(config))
     model = models().build(cfg.model)
     keys = BASE_TRAINABLE[method]
+    trains = keys if callable(keys) else (
+        lambda name: keys is None or any(k in name for k in keys))
     for name, param in model.backbone.named_parameters():
-        expected = param.numel() > 0 and (keys is None or any(
-            k in name for k in keys))
+        expected = param.numel() > 0 and trains(name)
         assert param.requires_grad == expected, (method, name)
     assert all(p.requires_grad for p in model.head.parameters())
     if method.endswith('vpt-shallow'):
@@ -323,6 +345,33 @@ def test_task_configs_render_for_the_timm_methods(tmp_path, method, task):
         model.eval()
         assert model(torch.randn(1, 3, 32, 32),
                      mode='tensor').shape == (1, TASKS[task][1])
+
+
+BASELINES = ['partial-1', 'mlp-3', 'sidetune', 'adapter-8']
+
+
+@pytest.mark.parametrize('method', BASELINES)
+def test_task_configs_render_for_the_paper_baselines(tmp_path, method):
+    """A task file of each of the paper's other baselines (no prompts,
+    batch 128) builds and classifies into the task's classes; the
+    Sidetune, Partial-1 and Adapter rows have no paper group means here."""
+    m = METHODS[method]
+    assert m.prompts is None and m.batch_size('clevr_distance') == 128
+    assert (m.backbone, m.paper_name) not in PAPER_GROUP_MEANS
+    text = render_task_config('dtd', method,
+                              base_dir=str(REPO / 'configs/vtab/_base_'))
+    assert 'backbone=dict(prompt_length' not in text
+    path = tmp_path / 'dtd.py'
+    path.write_text(text)
+    cfg = Config.fromfile(path)
+    assert cfg.model.head.num_classes == 47
+    assert cfg.train_dataloader.batch_size == 128
+    cfg.merge_from_dict(tiny_options_for(str(path)))
+    model = models().build(cfg.model)
+    with torch.no_grad():
+        model.eval()
+        assert model(torch.randn(1, 3, 32, 32), mode='tensor').shape == (
+            1, 47)
 
 
 def test_report_has_no_paper_row_for_the_timm_methods(tmp_path):
@@ -493,8 +542,8 @@ def test_generator_is_deterministic_idempotent_and_careful(tmp_path):
     lines = (a / 'train800val200.txt').read_text().splitlines()
     assert lines == ((a / 'train800.txt').read_text().splitlines() +
                      (a / 'val200.txt').read_text().splitlines())
-    assert sorted(int(l.split()[1]) for l in lines[:8]) == [0, 0, 1, 1, 2,
-                                                            2, 3, 3]
+    assert sorted(int(ln.split()[1]) for ln in lines[:8]) == [0, 0, 1, 1, 2,
+                                                              2, 3, 3]
     mtime = (a / 'train800.txt').stat().st_mtime_ns
     make_synthetic_vtab(tmp_path / 'a', num_classes=4, num_train=8,
                         num_val=4, num_test=4, img_size=24, seed=3)
@@ -651,8 +700,11 @@ def tiny_base_weights(tmp_path_factory) -> Path:
     return path
 
 
-def short_run(weights: Path, epochs: int = 3) -> Dict:
-    opts = tiny_options()
+def short_run(weights: Path, epochs: int = 3, backbone: str = 'vit') -> Dict:
+    """A few epochs from the tiny base file ``weights`` (``backbone``: the
+    :func:`tiny_options` kind; a Sidetune wrapper forwards the file to the
+    ViT it wraps)."""
+    opts = tiny_options(backbone)
     opts.pop('model.backbone.init_cfg')
     opts.update({
         'model.backbone.init_cfg.checkpoint': str(weights),

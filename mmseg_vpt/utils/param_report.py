@@ -15,25 +15,116 @@ loaded) and reported:
   the trained parameters (built from the config's ``optim_wrapper``, one
   step on zero gradients to create it);
 * storage for N tasks: one shared base file plus N per-task files, against
-  N full models.
+  N full models;
+* optionally (``ratio=True``) the VPT paper's "Total params" (its Table 1):
+  the parameters stored for all of its 24 tasks in units of one pretrained
+  backbone, ``(shared + sum of every task's tunable parameters) / B``
+  (:func:`total_params_ratio`), beside the paper's value where
+  :data:`~mmseg_vpt.vtab.tasks.PAPER_TOTAL_PARAMS` has the config's method.
 
+Classification (mmpretrain) configs work as segmentor configs do.
 ``tools/analysis/param_report.py`` is the command line.
 """
+import copy
 import csv
 import io
 import json
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Sequence
 
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 
 from ..checkpoint import model_from_config, split_tuned
 from ..engine.hooks import count_parameters
 from ..models.prompts import has_frozen_parameters
+from ..models.sidetune import SidetuneBackbone
 from .logging_utils import mmengine_log_level
 
 FP32 = 4
+
+# Class counts of the FGVC datasets the paper's 24 tasks include beside
+# VTAB-1k's 19 (the datasets' releases; mmseg_vpt.fgvc.tasks has the same):
+# CUB-200-2011, NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars.
+FGVC_CLASSES = (200, 555, 102, 120, 196)
+# parameters a tuning method adds to the pretrained backbone (not in "B")
+ADDED_PARAMS = re.compile(r'prompt|\.adapter\.')
+
+
+def paper_task_classes() -> List[int]:
+    """Class counts of the paper's 24 tasks (VTAB-1k, then FGVC)."""
+    from ..vtab.tasks import TASKS
+    return [classes for _, classes in TASKS.values()] + list(FGVC_CLASSES)
+
+
+def _pretrained_module(model: nn.Module) -> nn.Module:
+    """The module a base file initialises: ``model.backbone``, or the
+    backbone a :class:`SidetuneBackbone` wraps."""
+    backbone = model.backbone
+    return backbone.backbone if isinstance(backbone, SidetuneBackbone) \
+        else backbone
+
+
+def pretrained_backbone_params(model: nn.Module) -> int:
+    """B, the parameters of one pretrained backbone (see
+    :func:`_pretrained_module`) without the prompts and adapters that
+    tuning adds."""
+    return sum(p.numel() for n, p in _pretrained_module(
+        model).named_parameters() if not ADDED_PARAMS.search('.' + n))
+
+
+def total_params_ratio(model: nn.Module, classes: Sequence[int],
+                       own_classes: int = 0, per_class: int = 0) -> Dict:
+    """The paper's "Total params" of ``model``'s method over tasks with
+    ``classes`` classes each, in units of one pretrained backbone.
+
+    ``(shared + sum_t tunable_t) / B``: B from
+    :func:`pretrained_backbone_params`; shared = B, one backbone copy for
+    all tasks, unless every parameter of it trains (full fine-tuning keeps
+    none); ``tunable_t`` = every trainable parameter of the model with task
+    t's head: the model's own count (its head has ``own_classes``) plus
+    ``per_class`` for each class more (a Linear classifier: in_channels +
+    1). Partial-k thus counts its tuned layers once per task on top of the
+    shared copy, as the paper does (its 3.00x).
+    """
+    tunable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base = pretrained_backbone_params(model)
+    shared = 0 if all(p.requires_grad for p in _pretrained_module(
+        model).parameters()) else base
+    stored = shared + sum(tunable + per_class * (c - own_classes)
+                          for c in classes)
+    return dict(ratio=stored / base, ratio_tasks=len(classes),
+                ratio_backbone=base, ratio_shared=shared,
+                ratio_stored=stored)
+
+
+def head_params_per_class(cfg: Config) -> Optional[int]:
+    """Trainable parameters one more class adds to ``cfg.model.head``
+    (built twice from the registry), or None without such a head."""
+    from mmseg.registry import MODELS
+    head = cfg.model.get('head')
+    if not isinstance(head, dict) or 'num_classes' not in head:
+        return None
+    counts = []
+    for extra in (0, 1):
+        h = copy.deepcopy(head)
+        h['num_classes'] = head['num_classes'] + extra
+        module = MODELS.build(h)
+        counts.append(sum(p.numel() for p in module.parameters()
+                          if p.requires_grad))
+    return counts[1] - counts[0]
+
+
+def paper_total_params(config: str):
+    """(ratio, note) of the paper's Table 1 for the VTAB method whose base
+    config is ``config`` (matched by file name), or None."""
+    from ..vtab.tasks import METHODS, PAPER_TOTAL_PARAMS
+    for m in METHODS.values():
+        if m.base == osp.basename(config):
+            return PAPER_TOTAL_PARAMS.get((m.backbone, m.paper_name))
+    return None
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:
@@ -103,15 +194,36 @@ def model_report(model: torch.nn.Module, name: str = '',
 
 def param_report(config: str, tasks: int = 10,
                  optimizer: bool = True,
-                 cfg_options: Optional[dict] = None) -> Dict:
-    """Build ``config``'s segmentor and report it (:func:`model_report`)."""
+                 cfg_options: Optional[dict] = None,
+                 ratio: bool = False,
+                 ratio_tasks: Optional[int] = None) -> Dict:
+    """Build ``config``'s model and report it (:func:`model_report`).
+
+    ``ratio=True`` adds :func:`total_params_ratio`: over the paper's 24
+    tasks with their class counts when the config has a classification
+    head (``model.head.num_classes``), else (or with ``ratio_tasks``) over
+    that many tasks with the config's own heads; and the paper's value."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     model = model_from_config(cfg)
-    return model_report(model, config,
-                        cfg.get('optim_wrapper') if optimizer else None,
-                        tasks)
+    row = model_report(model, config,
+                       cfg.get('optim_wrapper') if optimizer else None,
+                       tasks)
+    if ratio:
+        per_class = None if ratio_tasks else head_params_per_class(cfg)
+        if per_class is None:  # every task with the config's own heads
+            n = ratio_tasks or len(paper_task_classes())
+            row.update(total_params_ratio(model, [0] * n),
+                       ratio_classes='config')
+        else:
+            row.update(total_params_ratio(
+                model, paper_task_classes(), cfg.model.head.num_classes,
+                per_class), ratio_classes='paper')
+        paper = paper_total_params(config)
+        row['ratio_paper'] = None if paper is None else paper[0]
+        row['ratio_paper_note'] = '' if paper is None else paper[1]
+    return row
 
 
 def _m(n: int) -> str:
@@ -153,6 +265,11 @@ def format_report(rows: Sequence[Dict], fmt: str = 'markdown',
     if resumable:
         header.append('resumable checkpoint')
     header.append(f'{tasks} tasks: base + per-task vs {tasks} full models')
+    ratios = all('ratio' in r for r in rows) and rows
+    if ratios:
+        n = rows[0]['ratio_tasks']
+        header += [f'total params, {n} tasks / one backbone',
+                   'paper (Table 1)']
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '---|' * len(header)]
     for i, r in enumerate(rows):
@@ -169,5 +286,11 @@ def format_report(rows: Sequence[Dict], fmt: str = 'markdown',
         cells.append(f"{_gb(r['storage_bytes'])} vs "
                      f"{_gb(r['storage_full_bytes'])} "
                      f"({r['storage_pct']:.1f}%)")
+        if ratios:
+            paper = r['ratio_paper']
+            note = f" ({r['ratio_paper_note']})" if \
+                r['ratio_paper_note'] else ''
+            cells += [f"{r['ratio']:.3f}x",
+                      '-' if paper is None else f'{paper:.2f}x{note}']
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
