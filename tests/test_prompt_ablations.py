@@ -254,39 +254,6 @@ def test_mixed_task_batches_refuse_other_locations():
             pass
 
 
-# VTAB-1k classification bases of the ablations, at test size (ViT of
-# width 48, 2 layers, 32 px at patch 8: 16 patches)
-VTAB_ABLATIONS = {
-    'vit-b16_vpt-deep_add.py': ({'prompt_embeddings'},
-                                dict(prompt_length=16)),
-    'vit-b16_vpt-shallow_prepend-pixel.py': ({'prompt_embeddings'}, {}),
-    'vit-b16_vpt-shallow_concat-channel.py': (
-        {'patch_embed.projection.prompt_channels.image',
-         'patch_embed.projection.prompt_channels.weight'}, {}),
-    'vit-b16_vpt-deep_shared.py': ({'prompt_embeddings'}, {}),
-    'vit-b16_vpt-deep_prompt-pool.py': ({'prompt_embeddings'}, {}),
-    'vit-b16_vpt-deep_global-pool.py': ({'prompt_embeddings'}, {}),
-}
-
-
-@pytest.mark.parametrize('base', VTAB_ABLATIONS)
-def test_vtab_ablation_bases_build_and_train_their_prompts(base):
-    from .test_vtab import load, models, tiny_options
-    tuned, extra = VTAB_ABLATIONS[base]
-    options = tiny_options('vit')
-    options.update({f'model.backbone.{k}': v for k, v in extra.items()})
-    cfg = load(f'configs/vtab/_base_/{base}', options)
-    model = models().build(cfg.model)
-    model.init_weights()
-    assert {n for n, p in model.backbone.named_parameters()
-            if p.requires_grad} == tuned
-    assert all(p.requires_grad for p in model.head.parameters())
-    with torch.no_grad():
-        model.eval()
-        assert model(torch.randn(2, 3, 32, 32),
-                     mode='tensor').shape == (2, 100)
-
-
 def test_serving_refuses_a_backbone_with_another_location(tmp_path):
     from mmengine.config import Config
 

@@ -216,6 +216,12 @@ BASE_TRAINABLE = {
     'swin-vpt-deep': ['prompt'], 'mae-vpt-deep': ['prompt'],
     'mae-vpt-shallow': ['prompt'], 'mocov3-vpt-deep': ['prompt'],
     'mocov3-vpt-shallow': ['prompt'],
+    'vpt-deep-add': ['prompt'], 'vpt-shallow-pixel': ['prompt'],
+    # the new channels and their patch-embedding weights
+    'vpt-shallow-concat': ['.prompt_channels.'],
+    'vpt-deep-shared': ['prompt'], 'vpt-deep-prompt-pool': ['prompt'],
+    'vpt-deep-global-pool': ['prompt'],
+    'convnext-vpt-pad': ['prompt'], 'resnet50-vpt-pad': ['prompt'],
 }
 # the methods on timm's self-supervised ViT-B/16 (VPTTimmViT)
 TIMM_METHODS = ['mae-vpt-deep', 'mae-vpt-shallow', 'mocov3-vpt-deep',
@@ -226,7 +232,25 @@ def tiny_options_for(config: str) -> Dict:
     """:func:`tiny_options` for the backbone type of ``config``."""
     kind = {'mmseg.VPTTimmViT': 'timm', 'mmseg.VPTSwinTransformer': 'swin',
             'mmseg.SidetuneBackbone': 'sidetune'}
-    return tiny_options(kind.get(load(config).model.backbone.type, 'vit'))
+    backbone = load(config).model.backbone
+    options = {'mmseg.VPTResNet': TINY_RESNET,
+               'mmseg.VPTConvNeXt': TINY_CONVNEXT}.get(backbone.type)
+    if options is not None:
+        return dict(options, **{'model.backbone.init_cfg': None})
+    options = tiny_options(kind.get(backbone.type, 'vit'))
+    if backbone.get('prompt_location') == 'add':  # one per patch: 4 x 4
+        options['model.backbone.prompt_length'] = 16
+    return options
+
+
+# the ConvNet bases at test size (a 2-px border at 32 px)
+TINY_RESNET = {
+    'model.backbone.depth': 18, 'model.backbone.base_channels': 8,
+    'model.backbone.stem_channels': 8, 'model.backbone.img_size': 32,
+    'model.backbone.prompt_pad': 2, 'model.head.in_channels': 64}
+TINY_CONVNEXT = {
+    'model.backbone.arch': 'atto', 'model.backbone.img_size': 32,
+    'model.backbone.prompt_pad': 2, 'model.head.in_channels': 320}
 
 
 @pytest.mark.parametrize('method', list(METHODS))

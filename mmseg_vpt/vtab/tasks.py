@@ -175,7 +175,32 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
     Method('vpt-deep-mean', 'vit-b16_vpt-deep_mean-pool.py', 'ViT-B/16',
            'vpt-deep-mean', 'vit',
            description='VPT-deep with a mean-pooled patch-token head '
-           '(not in the paper)'),
+           '(the paper\'s "Image-pool" output)'),
+    # The paper's prompt ablations (its Fig. 5 locations, sharing, outputs);
+    # no paper group means for them here (not checked against the paper).
+    Method('vpt-deep-add', 'vit-b16_vpt-deep_add.py', 'ViT-B/16',
+           'vpt-deep-add', '196',
+           description='prompts added to the 196 patch tokens of every '
+           'layer instead of prepended ("Add")'),
+    Method('vpt-shallow-pixel', 'vit-b16_vpt-shallow_prepend-pixel.py',
+           'ViT-B/16', 'vpt-shallow-pixel', 'vit',
+           description='learnable 16x16 image patches through the frozen '
+           'patch embedding, prepended ("Prepend-pixel")'),
+    Method('vpt-shallow-concat', 'vit-b16_vpt-shallow_concat-channel.py',
+           'ViT-B/16', 'vpt-shallow-concat', '1',
+           description='a learnable image channel joined to the input '
+           '("Concat-channel")'),
+    Method('vpt-deep-shared', 'vit-b16_vpt-deep_shared.py', 'ViT-B/16',
+           'vpt-deep-shared', 'vit',
+           description='VPT-deep, one prompt set shared by every layer'),
+    Method('vpt-deep-prompt-pool', 'vit-b16_vpt-deep_prompt-pool.py',
+           'ViT-B/16', 'vpt-deep-prompt-pool', 'vit',
+           description='VPT-deep classifying the mean of the prompt '
+           'outputs ("Prompt-pool")'),
+    Method('vpt-deep-global-pool', 'vit-b16_vpt-deep_global-pool.py',
+           'ViT-B/16', 'vpt-deep-global-pool', 'vit',
+           description='VPT-deep classifying the mean of every output '
+           'token ("Global-pool")'),
     # The paper's other baselines (Table 1). Their group means are not in
     # PAPER_GROUP_MEANS: the paper's table could not be read here.
     Method('partial-1', 'vit-b16_partial-1.py', 'ViT-B/16', 'partial-1',
@@ -219,6 +244,16 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
            'ViT-B/16 MoCo v3', 'vpt-shallow', 'vit',
            description='timm ViT, prompts in the first '
            'layer only; ViT-B prompt lengths (our default)'),
+    # VPT for ConvNets: a learnable border around the image (prompt_pad,
+    # not a prompt length, so prompts=None for the rendered configs)
+    Method('convnext-vpt-pad', 'convnext-b_vpt-pad.py', 'ConvNeXt-B',
+           'vpt-pad', None,
+           description='ConvNeXt-B (ImageNet-21k), a learnable 5-pixel '
+           'border around the image (our default size), pooled features'),
+    Method('resnet50-vpt-pad', 'resnet50_vpt-pad.py', 'ResNet-50',
+           'vpt-pad', None,
+           description='ResNet-50 (ImageNet-1k), a learnable 5-pixel '
+           'border around the image (our default size), pooled features'),
 ])
 
 
