@@ -28,7 +28,7 @@ setup(
         'regex',
     ],
     extras_require={
-        'cls': ['onedl-mmpretrain>=1.3'],
+        'cls': ['onedl-mmpretrain>=1.3', 'scipy'],
         'serve': ['fastapi', 'uvicorn', 'python-multipart'],
         'tests': ['pytest'],
     },

@@ -6,7 +6,8 @@ Cheap to import (numpy and OpenCV only); mmseg's own ``ADE20KDataset`` and
 """
 from .synthetic_ade20k import (class_colors, make_synthetic_ade20k,
                                render_sample)
+from .synthetic_fgvc import make_synthetic_fgvc
 from .synthetic_vtab import make_synthetic_vtab
 
 __all__ = ['make_synthetic_ade20k', 'render_sample', 'class_colors',
-           'make_synthetic_vtab']
+           'make_synthetic_vtab', 'make_synthetic_fgvc']
