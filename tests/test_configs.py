@@ -13,10 +13,12 @@ import mmseg_vpt  # noqa: F401
 
 from .tools_helpers import REPO
 
-# configs/vtab/ are mmpretrain classification configs (tests/test_vtab.py)
+# configs/vtab/ and configs/fgvc/ are mmpretrain classification configs
+# (tests/test_vtab.py, tests/test_fgvc.py)
 CONFIGS = sorted(
     str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py')
-    if '_base_' not in p.parts and 'vtab' not in p.parts)
+    if '_base_' not in p.parts and 'vtab' not in p.parts
+    and 'fgvc' not in p.parts)
 
 
 def build(config: str):
