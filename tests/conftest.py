@@ -10,6 +10,7 @@ import warnings
 warnings.filterwarnings(
     'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
 
+from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
@@ -43,3 +44,21 @@ def count_checkpoints(monkeypatch) -> Callable[[], int]:
 
     monkeypatch.setattr(cp, 'checkpoint', counting)
     return lambda: len(calls)
+
+
+@pytest.fixture(scope='session')
+def tiny_base_weights(tmp_path_factory) -> Path:
+    """A 'pretrained' tiny ViT file, so runs go through the Pretrained init
+    and the tuned-only checkpoints as with real weights."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    backbone = MODELS.build(dict(
+        type='VisionTransformer', img_size=(32, 32), patch_size=8,
+        embed_dims=48, num_layers=2, num_heads=3, patch_bias=True,
+        final_norm=True, norm_cfg=dict(type='LN', eps=1e-6)))
+    backbone.init_weights()
+    path = tmp_path_factory.mktemp('weights') / 'tiny_vit.pth'
+    torch.save(backbone.state_dict(), path)
+    return path

@@ -23,14 +23,14 @@ from mmseg_vpt.utils.param_report import (FGVC_CLASSES, paper_task_classes,
 from mmseg_vpt.vtab.tasks import TASKS
 
 from .test_vtab import (TASK, cli, data_options, load, models, short_run,
-                        tiny_base_weights, tiny_options, vtab_root)
+                        tiny_options, vtab_root)
 from .tools_helpers import REPO, eval_cmd, metric_values, run, train_cmd
 from .vpt_helpers import (assert_outputs_equal, build_segmentor,
                           check_frozen_training, eval_loss, fcn_head,
                           make_batch, make_optim_wrapper, randomize_,
                           snapshot, train_steps, trainable, uper_head)
 
-__all__ = ['tiny_base_weights', 'vtab_root']  # fixtures used below
+__all__ = ['vtab_root']  # a fixture used below
 
 VIT_PAIR = dict(type='VPTVisionTransformer', img_size=(32, 32), patch_size=8,
                 embed_dims=32, num_layers=3, num_heads=2, out_indices=(1, 2),

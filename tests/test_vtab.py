@@ -707,23 +707,6 @@ def test_report_group_means_and_paper_rows(tmp_path):
 # ---------------------------------------------------------------------------
 # the tools, as users run them (subprocesses)
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def tiny_base_weights(tmp_path_factory) -> Path:
-    """A 'pretrained' tiny ViT file, so runs go through the Pretrained init
-    and the tuned-only checkpoints as with real weights."""
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    backbone = MODELS.build(dict(
-        type='VisionTransformer', img_size=(32, 32), patch_size=8,
-        embed_dims=48, num_layers=2, num_heads=3, patch_bias=True,
-        final_norm=True, norm_cfg=dict(type='LN', eps=1e-6)))
-    backbone.init_weights()
-    path = tmp_path_factory.mktemp('weights') / 'tiny_vit.pth'
-    torch.save(backbone.state_dict(), path)
-    return path
-
-
 def short_run(weights: Path, epochs: int = 3, backbone: str = 'vit') -> Dict:
     """A few epochs from the tiny base file ``weights`` (``backbone``: the
     :func:`tiny_options` kind; a Sidetune wrapper forwards the file to the

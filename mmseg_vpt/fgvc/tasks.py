@@ -160,12 +160,8 @@ def render_task_config(task: str, method: str = 'vpt-deep',
     """
     t = get_task(task)
     m = get_method(method)
-    prompts = m.prompt_length(task)
     batch = m.batch_size(task)
-    backbone = (f'backbone=dict(prompt_length={prompts}), '
-                if m.prompts is not None else '')
-    what = (f'{prompts} prompt' + 's' * (prompts != 1)
-            if m.prompts is not None else 'no prompts')
+    backbone, what = m.prompt_text(task)
     return (
         f'# FGVC {t.title} ({t.num_classes} classes; paper splits '
         f'{t.train}/{t.val}/{t.test})\n'

@@ -153,6 +153,15 @@ class Method:
             return VIT_DEEP_PROMPT_LENGTH.get(task, 10)
         return int(self.prompts)
 
+    def prompt_text(self, task: str) -> Tuple[str, str]:
+        """The backbone override and the comment words of a rendered task
+        config: ``('backbone=dict(prompt_length=10), ', '10 prompts')``."""
+        if self.prompts is None:
+            return '', 'no prompts'
+        n = self.prompt_length(task)
+        return (f'backbone=dict(prompt_length={n}), ',
+                f'{n} prompt' + 's' * (n != 1))
+
     def batch_size(self, task: str) -> int:
         return (LONG_PROMPT_BATCH_SIZE if self.prompt_length(task) >=
                 LONG_PROMPT else BATCH_SIZE)
@@ -281,12 +290,8 @@ def render_task_config(task: str, method: str = 'vpt-deep',
                          f'{list(TASKS)}')
     m = get_method(method)
     group, num_classes = TASKS[task]
-    prompts = m.prompt_length(task)
     batch = m.batch_size(task)
-    backbone = (f'backbone=dict(prompt_length={prompts}), '
-                if m.prompts is not None else '')
-    what = (f'{prompts} prompt' + 's' * (prompts != 1)
-            if m.prompts is not None else 'no prompts')
+    backbone, what = m.prompt_text(task)
     return (
         f'# VTAB-1k {task} ({group}, {num_classes} classes)\n'
         f'# {m.backbone} {m.name}: {what}, batch {batch}.\n'
