@@ -134,6 +134,13 @@ METHODS: 'OrderedDict[str, FGVCMethod]' = OrderedDict((m.name, m) for m in [
     FGVCMethod('full', 'vit-b16_full.py', 'ViT-B/16', 'full', None,
                lrs=FULL_FT_LRS,
                description='every weight trains (lr grid: our default)'),
+    FGVCMethod('partial-1', 'vit-b16_partial-1.py', 'ViT-B/16', 'partial-1',
+               None, lrs=FULL_FT_LRS,
+               description='the last layer and the final norm train (lr '
+               'grid: the full fine-tuning one, our default)'),
+    FGVCMethod('adapter-8', 'vit-b16_adapter-8.py', 'ViT-B/16', 'adapter',
+               None, description='bottleneck adapters of reduction 8 after '
+               'every MLP (the paper picks 8, 64 or 256 per dataset)'),
 ])
 
 
