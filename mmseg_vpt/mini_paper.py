@@ -265,6 +265,9 @@ PROTOCOLS: 'OrderedDict[str, dict]' = OrderedDict(
     vpt_shallow_concat=dict(prompt_location='concat-channel',
                             prompt_length=1, prompt_layers='shallow',
                             frozen_exclude=['prompt']),
+    # prompts start as k-means centres of one batch's tokens at each layer
+    vpt_deep_token_init=dict(prompt_layers='deep', frozen_exclude=['prompt'],
+                             token_init='kmeans'),
 )
 #: the rows of the paper's segmentation table (the default of the quick
 #: test); the others are its baselines and ablations
@@ -283,7 +286,8 @@ PROTOCOL_NAMES = dict(full='Full fine-tuning', head_only='Head-only',
                       vpt_deep_shared='VPT-deep, shared prompts',
                       vpt_deep_add='VPT-deep, Add',
                       vpt_shallow_pixel='VPT-shallow, Prepend-pixel',
-                      vpt_shallow_concat='VPT-shallow, Concat-channel')
+                      vpt_shallow_concat='VPT-shallow, Concat-channel',
+                      vpt_deep_token_init='VPT-deep, token-init prompts')
 
 
 class MiniSegmentor(nn.Module):
@@ -472,6 +476,7 @@ def build_protocol_model(cfg: MiniPaperConfig, protocol: str,
     """The pretrained backbone under ``protocol`` plus a fresh head; the head
     starts identical for every protocol of a seed."""
     settings = dict(PROTOCOLS[protocol])
+    settings.pop('token_init', None)  # needs the data: adapt() does it
     settings.setdefault('prompt_length', cfg.prompt_length)
     if settings['prompt_length'] == 'patches':  # 'add': one per patch
         settings['prompt_length'] = (cfg.img_size // cfg.patch_size)**2
@@ -498,6 +503,10 @@ def adapt(cfg: MiniPaperConfig, protocol: str, base_state: dict,
                                  train.num_classes[task], seed)
     counts = count_parameters(model)
     t0 = time.perf_counter()
+    token_init = PROTOCOLS[protocol].get('token_init')
+    if token_init:  # from the first training batch's tokens
+        model.backbone.init_prompts_from_tokens(
+            to_tensor(train.images[:cfg.batch_size]), token_init, seed)
     loss = train_steps(model, train, task, cfg.adapt_steps, cfg.batch_size,
                        cfg.lrs, cfg.weight_decay, seed + 11)
     seconds = time.perf_counter() - t0

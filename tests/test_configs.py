@@ -94,6 +94,26 @@ def test_config_builds_and_trains_what_its_row_says(config):
             assert group['lr'] == pytest.approx(base_lr * mult)
 
 
+@pytest.mark.parametrize('config', CONFIGS)
+def test_config_hooks_build(config):
+    from mmseg.registry import HOOKS
+    cfg = Config.fromfile(REPO / config)
+    for hook in cfg.custom_hooks:
+        HOOKS.build(dict(hook))
+
+
+def test_token_init_row_keeps_the_runtime_hooks():
+    runtime = Config.fromfile(REPO / 'configs/_base_/default_runtime.py')
+    cfg = Config.fromfile(
+        REPO / 'configs/vpt/setr_vit-l_pup_vpt-deep-10-token-init_'
+        'ade20k-512x512.py')
+    assert cfg.custom_hooks[:-1] == runtime.custom_hooks
+    assert cfg.custom_hooks[-1].type == 'PromptTokenInitHook'
+    base = Config.fromfile(
+        REPO / 'configs/vpt/setr_vit-l_pup_vpt-deep-10_ade20k-512x512.py')
+    assert cfg.model == base.model
+
+
 def test_vpt_deep_vit_l_counts_match_the_paper_setting():
     """ViT-L/16 VPT-deep: 24 layers x 10 prompts x 1024 dims trainable in the
     backbone, nothing else of its ~304M parameters."""

@@ -592,7 +592,8 @@ def test_mini_paper_protocols_train_what_the_paper_says():
         vpt_deep_shared=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_deep_add=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_shallow_pixel=lambda n: n.startswith('head.') or 'prompt' in n,
-        vpt_shallow_concat=lambda n: n.startswith('head.') or 'prompt' in n)
+        vpt_shallow_concat=lambda n: n.startswith('head.') or 'prompt' in n,
+        vpt_deep_token_init=lambda n: n.startswith('head.') or 'prompt' in n)
     from mmseg_vpt import mini_paper
     assert mini_paper.MAIN_PROTOCOLS == MAIN_PROTOCOLS
     assert set(expect) == set(PROTOCOLS)

@@ -220,7 +220,7 @@ BASE_TRAINABLE = {
     # the new channels and their patch-embedding weights
     'vpt-shallow-concat': ['.prompt_channels.'],
     'vpt-deep-shared': ['prompt'], 'vpt-deep-prompt-pool': ['prompt'],
-    'vpt-deep-global-pool': ['prompt'],
+    'vpt-deep-global-pool': ['prompt'], 'vpt-deep-token-init': ['prompt'],
     'convnext-vpt-pad': ['prompt'], 'resnet50-vpt-pad': ['prompt'],
 }
 # the methods on timm's self-supervised ViT-B/16 (VPTTimmViT)
@@ -750,6 +750,32 @@ def test_train_then_test_a_vtab_config_prints_top1(vtab_root,
     assert metric_values(test_log, 'accuracy/top1') == [val_top1], (
         'tools/test.py must reproduce the evaluation at the end of training')
     print(f'e2e generated 3-class task: test top-1 {val_top1:.2f}')
+
+
+@pytest.mark.slow
+def test_token_init_method_sets_prompts_in_the_mmpretrain_runner(
+        vtab_root, tiny_base_weights, tmp_path):
+    """The token-init VTAB method through tools/train.py: the hook runs in
+    mmpretrain's runner (ClsDataPreprocessor batches) and the trained
+    prompts are saved as usual."""
+    config = tmp_path / 'dtd_token_init.py'
+    config.write_text(render_task_config(
+        'dtd', 'vpt-deep-token-init',
+        base_dir=str(REPO / 'configs/vtab/_base_')))
+    opts = cli(dict(short_run(tiny_base_weights, epochs=2),
+                    **data_options(vtab_root)))
+    work = tmp_path / 'run'
+    log = run(train_cmd(str(config), work, '--cfg-options', *opts),
+              cwd=tmp_path)
+    # the tiny ViT has 2 layers; batch 16
+    assert 'PromptTokenInitHook: 2 prompt sets initialised from the image ' \
+        'tokens of the first training batch (16 images per rank; kmeans, ' \
+        'seed 0)' in log
+    assert len(metric_values(log, 'accuracy/top1')) == 1
+    ckpt = Path((work / 'last_checkpoint').read_text().strip())
+    state = torch.load(ckpt, map_location='cpu',
+                       weights_only=False)['state_dict']
+    assert 'backbone.prompt_embeddings' in state
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from .prompt_flow import MixedPromptFlow, PromptFlow, splice_prompts
 from .prompt_locations import (PIXEL_LOCATIONS, PROMPT_LOCATIONS,
                                TOKEN_LOCATIONS, attach_channel_prompt,
                                init_pixel_prompts, resize_grid)
+from .prompt_token_init import TOKEN_INIT_METHODS, TokenInitFlow
 
 __all__ = ['PromptTuningMixin', 'resolve_prompt_layers', 'splice_prompts',
            'uniform_init_bound', 'check_frozen_exclude']
@@ -427,6 +428,9 @@ class PromptTuningMixin:
         """The prompts of one forward pass over ``batch_size`` samples
         (``grid``: their patch grid): the backbone's own, or per-sample
         ones inside :meth:`mixed_prompts`."""
+        token_init = getattr(self, '_token_init', None)
+        if token_init is not None:
+            return TokenInitFlow(self, batch_size, grid, *token_init)
         mixed = getattr(self, '_mixed_prompts', None)
         if mixed is None:
             return PromptFlow(self, batch_size, grid)
@@ -435,6 +439,40 @@ class PromptTuningMixin:
                              f'{mixed[1].numel()} samples, but the batch has '
                              f'{batch_size}')
         return MixedPromptFlow(*mixed)
+
+    @torch.no_grad()
+    def init_prompts_from_tokens(self, inputs: torch.Tensor,
+                                 method: str = 'kmeans',
+                                 seed: int = 0) -> int:
+        """Set every prompt from the image tokens that ``inputs`` (a batch
+        of preprocessed images) bring to its layer, in one forward pass of
+        the frozen backbone (:mod:`~mmseg_vpt.models.prompt_token_init`;
+        ``method``: ``'kmeans'`` centres, or ``'sample'``: tokens drawn at
+        random). Returns how many prompt sets (layers, or stages with
+        ``prompt_shared``) were set: those of layers the forward pass ran."""
+        if method not in TOKEN_INIT_METHODS:
+            raise ValueError(f'method must be one of {TOKEN_INIT_METHODS}, '
+                             f'got {method!r}')
+        if not self.prompt_layers or self.prompt_location != 'prepend' or \
+                self.prompt_proj is not None:
+            raise ValueError(
+                f'{type(self).__name__}: prompts initialised from tokens '
+                f'need latent prompts as wide as the tokens (prompt_length'
+                f' > 0, prompt_location=\'prepend\', no prompt_proj_dims); '
+                f'got prompt_length={self.prompt_length}, prompt_location='
+                f'{self.prompt_location!r}, prompt_proj='
+                f'{self.prompt_proj is not None}')
+        was_training = self.training
+        self.eval()
+        done = set()
+        self._token_init = (method, torch.Generator().manual_seed(seed),
+                            done)
+        try:
+            self(inputs)
+        finally:
+            self._token_init = None
+            self.train(was_training)
+        return len(done)
 
     @contextlib.contextmanager
     def mixed_prompts(self, prompt_sets: Sequence,

@@ -202,6 +202,10 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
     Method('vpt-deep-shared', 'vit-b16_vpt-deep_shared.py', 'ViT-B/16',
            'vpt-deep-shared', 'vit',
            description='VPT-deep, one prompt set shared by every layer'),
+    Method('vpt-deep-token-init', 'vit-b16_vpt-deep_token-init.py',
+           'ViT-B/16', 'vpt-deep-token-init', 'vit',
+           description='VPT-deep, prompts initialised as k-means centres of '
+           "the first batch's tokens at each layer"),
     Method('vpt-deep-prompt-pool', 'vit-b16_vpt-deep_prompt-pool.py',
            'ViT-B/16', 'vpt-deep-prompt-pool', 'vit',
            description='VPT-deep classifying the mean of the prompt '
