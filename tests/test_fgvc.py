@@ -349,8 +349,10 @@ def test_bad_json_split_files_name_file_and_key(copy_of):
 # ---------------------------------------------------------------------------
 # configs
 # ---------------------------------------------------------------------------
-def tiny_options(img: int = 32) -> Dict:
-    """Overrides for a tiny ViT at ``img`` px (random init)."""
+def tiny_options(img: int = 32, backbone: str = 'vit') -> Dict:
+    """Overrides for a tiny ViT at ``img`` px (random init); ``'sidetune'``:
+    that ViT inside ``SidetuneBackbone``, with test_vtab's tiny side
+    network."""
     opts = {
         'model.backbone.img_size': (img, img),
         'model.backbone.patch_size': 8,
@@ -364,6 +366,14 @@ def tiny_options(img: int = 32) -> Dict:
     for loader in ('val', 'test'):
         opts[f'{loader}_dataloader.dataset.pipeline.1.scale'] = img + 4
         opts[f'{loader}_dataloader.dataset.pipeline.2.crop_size'] = img
+    if backbone == 'sidetune':
+        from .test_vtab import tiny_options as vtab_tiny_options
+        # init_cfg stays on the wrapper, which forwards it to the ViT
+        opts = {k if k == 'model.backbone.init_cfg' else k.replace(
+            'model.backbone.', 'model.backbone.backbone.'): v
+            for k, v in opts.items()}
+        opts.update({k: v for k, v in vtab_tiny_options('sidetune').items()
+                     if k.startswith('model.backbone.side')})
     return opts
 
 
@@ -442,7 +452,10 @@ BASE_TRAINABLE = {'vpt-deep': ['prompt'], 'vpt-shallow': ['prompt'],
                   'linear': [], 'bias': ['bias'], 'full': None,
                   # the last of the 2 tiny layers and the final norm
                   'partial-1': lambda n: n.startswith(('layers.1.', 'ln1.')),
-                  'adapter-8': ['.adapter.']}
+                  'adapter-8': ['.adapter.'], 'mlp-3': [],
+                  # the wrapped ViT is frozen; side network, projection and
+                  # alpha train
+                  'sidetune': lambda n: not n.startswith('backbone.')}
 
 
 @pytest.mark.parametrize('method', list(METHODS))
@@ -455,7 +468,8 @@ def test_method_bases_build_with_the_right_trainable_set(tmp_path, method):
     assert cfg.train_dataloader.dataset.name == 'stanford_cars'
     assert cfg.train_dataloader.dataset.pipeline[1].type == \
         'RandomResizedCrop'
-    cfg.merge_from_dict(tiny_options())
+    cfg.merge_from_dict(tiny_options(
+        backbone='sidetune' if method == 'sidetune' else 'vit'))
     model = models().build(cfg.model)
     keys = BASE_TRAINABLE[method]
     trains = keys if callable(keys) else (
@@ -580,11 +594,15 @@ def test_generator_is_deterministic_idempotent_and_careful(tmp_path):
 # ---------------------------------------------------------------------------
 # the tools, as users run them (subprocesses)
 # ---------------------------------------------------------------------------
-def short_run(weights: Path, epochs: int = 2) -> List[str]:
-    opts = tiny_options()
+def short_run(weights: Path, epochs: int = 2,
+              backbone: str = 'vit') -> List[str]:
+    opts = tiny_options(backbone=backbone)
     opts.pop('model.backbone.init_cfg')
+    # the ViT's init_cfg (inside SidetuneBackbone: the wrapped one)
+    vit = 'model.backbone.backbone.' if backbone == 'sidetune' else \
+        'model.backbone.'
     opts.update({
-        'model.backbone.init_cfg.checkpoint': str(weights),
+        vit + 'init_cfg.checkpoint': str(weights),
         'train_dataloader.batch_size': 8,
         'train_cfg.max_epochs': epochs, 'train_cfg.val_interval': epochs,
         'param_scheduler.0.end': 1, 'param_scheduler.1.begin': 1,
@@ -633,6 +651,48 @@ def test_train_then_test_an_fgvc_config_tunes_only_prompts_and_head(
         'tools/test.py on the tuned-only checkpoint must reproduce the '
         'evaluation at the end of training')
     print(f'e2e generated CUB (3 of 200 classes): test top-1 {top1:.2f}')
+
+
+# baseline method -> the tensors its tuned-only checkpoint holds
+BASELINE_TENSORS = {
+    'partial-1': lambda k: k.startswith(
+        ('backbone.layers.1.', 'backbone.ln1.', 'head.')),
+    'adapter-8': lambda k: '.adapter.' in k or k.startswith('head.'),
+    'mlp-3': lambda k: k.startswith('head.'),
+    # everything but the wrapped ViT: side network, projections, alpha
+    'sidetune': lambda k: not k.startswith('backbone.backbone.'),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', list(BASELINE_TENSORS))
+def test_baseline_configs_train_their_set_and_test_reproduces_top1(
+        fgvc_root, tiny_base_weights, tmp_path, method):
+    """Each of the paper's other baselines on FGVC through tools/train.py
+    and tools/test.py: the task file holds exactly what the method trains,
+    and the tuned-only checkpoint reproduces the final evaluation."""
+    config = tmp_path / 'cub.py'
+    config.write_text(render_task_config(
+        'cub', method, base_dir=str(REPO / 'configs/fgvc/_base_')))
+    opts = short_run(tiny_base_weights, backbone='sidetune' if method ==
+                     'sidetune' else 'vit') + [
+        f'{loader}_dataloader.dataset.data_root={fgvc_root}'
+        for loader in ('train', 'val', 'test')]
+    work = tmp_path / 'run'
+    log = run(train_cmd(str(config), work, '--cfg-options', *opts),
+              cwd=tmp_path)
+    (top1, ) = metric_values(log, 'accuracy/top1')
+    ckpt = Path((work / 'last_checkpoint').read_text().strip())
+    state = torch.load(ckpt, map_location='cpu',
+                       weights_only=False)['state_dict']
+    assert state and all(BASELINE_TENSORS[method](k) for k in state), (
+        method, sorted(state))
+    # the method's backbone part is there (MLP-3 trains the head only)
+    assert any(k.startswith('backbone.') for k in state) == (
+        method != 'mlp-3')
+    test_log = run(eval_cmd(str(config), ckpt, work / 'test',
+                            '--cfg-options', *opts), cwd=tmp_path)
+    assert metric_values(test_log, 'accuracy/top1') == [top1]
 
 
 @pytest.mark.slow

@@ -141,6 +141,14 @@ METHODS: 'OrderedDict[str, FGVCMethod]' = OrderedDict((m.name, m) for m in [
     FGVCMethod('adapter-8', 'vit-b16_adapter-8.py', 'ViT-B/16', 'adapter',
                None, description='bottleneck adapters of reduction 8 after '
                'every MLP (the paper picks 8, 64 or 256 per dataset)'),
+    FGVCMethod('mlp-3', 'vit-b16_mlp-3.py', 'ViT-B/16', 'mlp-3', None,
+               description='frozen backbone, 3-layer MLP head on the [CLS] '
+               'token'),
+    FGVCMethod('sidetune', 'vit-b16_sidetune.py', 'ViT-B/16', 'sidetune',
+               None, lrs=FULL_FT_LRS,
+               description='frozen backbone blended with a trained '
+               'AlexNet-like side network (lr grid: the full fine-tuning '
+               'one)'),
 ])
 
 
