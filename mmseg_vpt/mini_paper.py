@@ -625,10 +625,11 @@ def format_table(result: dict) -> str:
         gain = r['gain_vs_head_only']
         gain = '-' if not gain or r['protocol'] == 'head_only' else \
             f'{min(gain):+.3f} / {np.mean(gain):+.3f}'
+        pct = r['tunable_pct']  # nan: no Full row in this run
+        pct = '-' if np.isnan(pct) else f'{pct:.2f}%'
         lines.append(
             f'| {r["name"]} | {r["miou_mean"]:.3f} +- {r["miou_std"]:.3f} | '
-            f'{per_seed} | {gain} | {r["tunable"]:,} | '
-            f'{r["tunable_pct"]:.2f}% |')
+            f'{per_seed} | {gain} | {r["tunable"]:,} | {pct} |')
     return '\n'.join(lines)
 
 

@@ -193,3 +193,33 @@ def test_train_py_initialises_prompts_once_and_resume_keeps_them(
               cwd=root)
     assert 'prompts come from the loaded checkpoint' in log
     assert torch.equal(prompts(root / 'init', 4), initialised)
+
+
+def _rank_main(rank: int, store: str, out: str) -> None:
+    """One of two gloo ranks: its own images, then the hook's step."""
+    import torch.distributed as dist
+
+    from mmseg_vpt.engine.prompt_init_hook import init_prompts_on_every_rank
+    dist.init_process_group('gloo', init_method=f'file://{store}',
+                            rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = build(VIT, prompt_length=3, prompt_layers='deep')
+    torch.manual_seed(100 + rank)  # each rank's batch differs
+    images = torch.randn(2, 3, 32, 32)
+    own = build(VIT, prompt_length=3, prompt_layers='deep')
+    own.load_state_dict(model.state_dict())
+    own.init_prompts_from_tokens(images, 'kmeans', 0)  # without broadcast
+    init_prompts_on_every_rank(model, images, 'kmeans', 0)
+    torch.save(dict(shared=model.prompt_embeddings.detach(),
+                    own=own.prompt_embeddings.detach()), f'{out}/{rank}.pt')
+    dist.destroy_process_group()
+
+
+def test_every_rank_starts_from_rank_0s_prompts(tmp_path):
+    torch.multiprocessing.spawn(
+        _rank_main, args=(str(tmp_path / 'store'), str(tmp_path)),
+        nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f'{r}.pt') for r in (0, 1))
+    assert not torch.equal(r0['own'], r1['own'])  # the batches differ
+    assert torch.equal(r0['shared'], r0['own'])
+    assert torch.equal(r1['shared'], r0['own'])

@@ -4,8 +4,8 @@
 # first training batch brings to that layer (PromptTokenInitHook; the
 # prompts of the layers before it are already set, so each layer sees what
 # training will show it). The VPT paper trains from random prompts (its
-# main rows); this is the "prompts from samples' patch tokens" option. A resumed run,
-# or one with load_from, keeps the checkpoint's prompts.
+# main rows); this is the "prompts from samples' patch tokens" option. A
+# resumed run, or one with load_from, keeps the checkpoint's prompts.
 _base_ = ['./setr_vit-l_pup_vpt-deep-10_ade20k-512x512.py']
 
 # default_runtime.py's hooks (a config cannot extend a base list) and the

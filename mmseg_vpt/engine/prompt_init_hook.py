@@ -7,6 +7,18 @@ from ..checkpoint import unwrap_model
 from ..models.prompt_token_init import TOKEN_INIT_METHODS
 
 
+def init_prompts_on_every_rank(backbone, inputs, method: str,
+                               seed: int) -> int:
+    """``backbone.init_prompts_from_tokens`` on this rank's ``inputs``,
+    then rank 0's prompts broadcast to the other ranks (each rank's batch
+    differs; DDP does not synchronise parameters after it wraps them)."""
+    num_set = backbone.init_prompts_from_tokens(inputs, method, seed)
+    if get_world_size() > 1:
+        for tensor in backbone.prompt_tensors():
+            broadcast(tensor.data, 0)
+    return num_set
+
+
 @HOOKS.register_module()
 class PromptTokenInitHook(Hook):
     """Set the backbone's prompts from the image tokens of the first
@@ -58,11 +70,8 @@ class PromptTokenInitHook(Hook):
         self._pending = False
         model = unwrap_model(runner.model)
         inputs = model.data_preprocessor(data_batch, True)['inputs']
-        num_set = model.backbone.init_prompts_from_tokens(
-            inputs, self.method, self.seed)
-        if get_world_size() > 1:
-            for tensor in model.backbone.prompt_tensors():
-                broadcast(tensor.data, 0)
+        num_set = init_prompts_on_every_rank(model.backbone, inputs,
+                                             self.method, self.seed)
         runner.logger.info(
             f'PromptTokenInitHook: {num_set} prompt sets initialised from '
             f'the image tokens of the first training batch ({len(inputs)} '
