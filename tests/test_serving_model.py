@@ -590,10 +590,10 @@ def test_refused_tasks_name_the_reason_and_leave_the_model_serving(
         served, tmp_path):
     """Another base (both sha256 named), VPT+Bias (a bias tensor named), a
     full checkpoint with a changed backbone weight (named), another
-    backbone setting (the key named), mismatched images and names: each is
-    refused, and afterwards the tasks are the same and the mixed batch
-    still predicts its references. A full checkpoint of a task predicts
-    exactly like the task file."""
+    backbone setting, an Adapter or a Partial-1 task (the key named),
+    mismatched images and names: each is refused, and afterwards the tasks
+    are the same and the mixed batch still predicts its references. A full
+    checkpoint of a task predicts exactly like the task file."""
     model, kind = served.model, served.kind
     loaded = dict(model.tasks)
 
@@ -633,6 +633,17 @@ def test_refused_tasks_name_the_reason_and_leave_the_model_serving(
                            tmp_path / 'conflict.pth', 0)
     refused(TaskConflict, 'conflict', path,
             f'{key}={value!r} (shared: {shared!r})')
+
+    # Adapter and Partial-k tasks change what the frozen blocks compute, so
+    # the shared forward cannot serve them: refused, naming the argument
+    for extra, text in ((dict(adapter_reduction=4,
+                              frozen_exclude=['prompt', 'adapter']),
+                         'adapter_reduction=4 (shared: None)'),
+                        (dict(partial_k=1), 'partial_k=1 (shared: 0)')):
+        name = next(iter(extra))
+        path = write_task_file(task_config(kind, served.base, extra),
+                               tmp_path / f'{name}.pth', 0)
+        refused(TaskConflict, name, path, text)
 
     # a full checkpoint (base merged in) of a loaded task: accepted ...
     name = served.names[0]
@@ -682,6 +693,23 @@ def test_task_spelling_out_a_backbone_default_can_share_the_backbone(
     got = model.predict(vit.images[:1], ['defaults'])[0]
     assert_close_rel(got.seg_logits.data,
                      inference(ref, vit.images[0]).seg_logits.data, 1e-5)
+
+
+@pytest.mark.parametrize('backbone, text', [
+    (dict(type='VPTResNetV1c', prompt_pad=4, img_size=(32, 32)),
+     'VPTResNetV1c prompts by padding the input image'),
+    (dict(type='ResNetV1c'), 'ResNetV1c is not a VPT backbone'),
+], ids=['padding-prompts', 'plain-resnet'])
+def test_convnet_bases_are_refused_by_name(demo, backbone, text):
+    """A ConvNet base, with padding prompts (they change the input image
+    per task) or none, is refused before anything is built, with the
+    reason in the message (the 'add' location: test_prompt_ablations)."""
+    cfg = task_config('vit', demo('vit').base)
+    cfg.model.backbone = dict(backbone, depth=18,
+                              init_cfg=cfg.model.backbone.init_cfg)
+    with pytest.raises(TaskError) as err:
+        MultiTaskSegmentor(cfg)
+    assert text in str(err.value), str(err.value)
 
 
 # --------------------------------------------------------------------------

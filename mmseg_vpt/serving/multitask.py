@@ -47,6 +47,7 @@ from ..checkpoint import (PARTIAL_HINT, BaseWeightsMismatch,
                           file_sha256, pretrained_checkpoint, read_checkpoint,
                           tuned_record)
 from ..checkpoint.loading import _strip_module_prefix
+from ..models.pixel_prompts import PaddingPromptMixin
 from ..utils.checkpoints import local_checkpoint_path
 from ..utils.logging_utils import mmengine_log_level
 from .task_prompts import TaskPrompts
@@ -259,12 +260,18 @@ class MultiTaskSegmentor(nn.Module):
             raise TaskError(
                 f'the backbone has prompt_location={location!r}; a shared '
                 "backbone serves prepended prompts only ('prepend')")
-        bcfg.update(prompt_length=0, frozen_exclude=[])
-        backbone = MODELS.build(bcfg)
-        if not hasattr(backbone, 'mixed_prompts'):
+        cls = MODELS.get(bcfg.type)
+        if issubclass(cls, PaddingPromptMixin):
+            raise TaskError(
+                f'{bcfg.type} prompts by padding the input image, which then '
+                'differs per task; a shared backbone serves token prompts '
+                'only (VPTVisionTransformer, VPTSwinTransformer, VPTTimmViT)')
+        if not hasattr(cls, 'mixed_prompts'):
             raise TaskError(f'{bcfg.type} is not a VPT backbone; serving '
                             'needs VPTVisionTransformer, VPTSwinTransformer '
                             'or VPTTimmViT')
+        bcfg.update(prompt_length=0, frozen_exclude=[])
+        backbone = MODELS.build(bcfg)
         with mmengine_log_level():
             backbone.init_weights()
         self.backbone = backbone.to(device).eval()
