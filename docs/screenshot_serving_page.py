@@ -1,5 +1,5 @@
 """Screenshot of the serving web page in a real headless browser (the
-README's picture).
+picture in docs/serving.md, docs/images/serving_page.png).
 
     python docs/screenshot_serving_page.py http://127.0.0.1:8000/ \
         IMAGE TASK OUT.png
