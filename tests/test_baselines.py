@@ -18,7 +18,7 @@ import mmseg_vpt.models.heads  # noqa: F401  (registers MLPClsHead)
 from mmseg_vpt.checkpoint import load_tuned_checkpoint, plan_tuned
 from mmseg_vpt.models.heads import MLPClsHead
 from mmseg_vpt.models.sidetune import SideCNN, SidetuneBackbone
-from mmseg_vpt.utils.param_report import (FGVC_CLASSES, paper_task_classes,
+from mmseg_vpt.analysis.param_report import (FGVC_CLASSES, paper_task_classes,
                                           param_report)
 from mmseg_vpt.vtab.tasks import TASKS
 

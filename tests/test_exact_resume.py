@@ -30,12 +30,13 @@ from mmengine.config import Config
 
 from mmseg_vpt.engine.resume import (RNG_KEY, ResumableCheckpointHook,
                                      capture_rng_state, restore_rng_state)
+from mmseg_vpt.engine.runner_config import (AUTO_RESUME,
+                                            configure_exact_resume,
+                                            load_config, set_resume)
 from mmseg_vpt.engine.work_dir import (WorkDirInUseError, WorkDirLock,
-                                       WorkDirLockHook,
-                                       resolve_last_checkpoint,
-                                       write_text_atomically)
-from mmseg_vpt.utils.cli import (AUTO_RESUME, configure_exact_resume,
-                                 load_config, set_resume)
+                                       WorkDirLockHook)
+from mmseg_vpt.utils.files import (resolve_last_checkpoint,
+                                   write_text_atomically)
 
 from .tools_helpers import (PYTHON, REPO, free_port, read_checkpoint, run,
                             run_fails, short_schedule, synthetic_workspace,

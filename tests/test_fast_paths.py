@@ -15,7 +15,7 @@ from mmseg.models.backbones.swin import ShiftWindowMSA
 
 from mmseg_vpt.models import VPTSwinTransformer, VPTVisionTransformer
 from mmseg_vpt.models.backbones.vpt_swin import _window_maps, shift_window_mask
-from mmseg_vpt.utils.benchmark import make_spec, measure
+from mmseg_vpt.analysis.benchmark import make_spec, measure
 
 from .tools_helpers import PYTHON, REPO
 from .vpt_helpers import randomize_

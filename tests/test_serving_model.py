@@ -28,7 +28,7 @@ from mmseg.registry import MODELS
 from mmseg_vpt.apis import inference, init_segmentor, preprocess
 from mmseg_vpt.checkpoint import (BaseWeightsMismatch, merge_tuned,
                                   model_from_config)
-from mmseg_vpt.checkpoint.base import file_sha256
+from mmseg_vpt.models.base_weights import file_sha256
 from mmseg_vpt.serving import (FrozenWeightsChanged, MultiTaskSegmentor,
                                TaskConflict, TaskError, TaskExists,
                                UnknownTask, slide_boxes)

@@ -110,7 +110,8 @@ def test_file_of_another_model_fails_naming_keys_and_shapes(tmp_path):
     path = tmp_path / 'wide.pth'
     torch.save(source(MAE, embed_dim=96, num_classes=0).state_dict(), path)
     with pytest.raises(ValueError, match=r"wide\.pth.*does not fit the timm "
-                       r"model.*Shape mismatches: .*\(96,\) vs model \(64,"):
+                       r"model.*Shape mismatches \(checkpoint vs model\): "
+                       r".*\(96,\) vs model \(64,"):
         backbone(MAE, path)
     sd = source(MAE, num_classes=0).state_dict()
     sd['blocks.0.attn.extra_scale'] = torch.ones(4)

@@ -18,7 +18,7 @@ from mmseg_vpt.checkpoint import (TUNED_META_KEY, BaseWeightsMismatch,
                                   TunedCheckpointError, extract_tuned,
                                   load_tuned_checkpoint, merge_tuned,
                                   plan_tuned, split_tuned)
-from mmseg_vpt.utils.param_report import (format_report, model_report,
+from mmseg_vpt.analysis.param_report import (format_report, model_report,
                                           param_report)
 
 from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values, run,

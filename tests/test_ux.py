@@ -241,7 +241,7 @@ def test_readme_runs_configs_without_pretrained_weights():
     assert argv[argv.index('--cfg-options') + 1:] == [
         'model.backbone.init_cfg=None']
     from mmseg_vpt.utils.checkpoints import iter_checkpoint_refs
-    from mmseg_vpt.utils.cli import load_config
+    from mmseg_vpt.engine.runner_config import load_config
     configs = [p for p in sorted((REPO / 'configs').rglob('*.py'))
                if '_base_' not in p.parts]
     for path in configs:  # that override is all any config needs

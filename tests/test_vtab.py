@@ -416,7 +416,7 @@ def test_report_has_no_paper_row_for_the_timm_methods(tmp_path):
 def test_amp_flag_builds_in_the_mmpretrain_scope():
     """tools/train.py --amp on a VTAB config: the CPU bfloat16 wrapper
     lives in mmseg's registry and is found from the mmpretrain scope."""
-    from mmseg_vpt.utils import enable_amp
+    from mmseg_vpt.engine import enable_amp
     cfg = load('configs/vtab/dtd.py', tiny_options())
     enable_amp(cfg)
     model = models().build(cfg.model)

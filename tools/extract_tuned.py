@@ -22,9 +22,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 warnings.filterwarnings('ignore', message='Fail to import')
 
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
 import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
+from mmseg_vpt.apis.args import (add_cfg_options,  # noqa: E402
+                                 add_ignore_base_hash)
 from mmseg_vpt.checkpoint import (TUNED_META_KEY, extract_tuned,  # noqa
                                   model_from_config)
 from mmseg_vpt.utils.checkpoints import check_checkpoint_file  # noqa: E402
@@ -40,11 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'weights)')
     parser.add_argument('--base', help='base weights file (default: the '
                         "config's backbone init_cfg checkpoint)")
-    parser.add_argument('--ignore-base-hash', action='store_true',
-                        help='when FULL is itself tuned-only: accept a base '
-                        'file that differs from the recorded one')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, xxx=yyy format')
+    add_ignore_base_hash(parser, 'when FULL is itself tuned-only, load it')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

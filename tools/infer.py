@@ -23,7 +23,12 @@ import sys
 # Work from a source checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
+from mmseg_vpt.apis import find_images, infer_files, init_segmentor  # noqa
+from mmseg_vpt.apis.args import (add_cfg_options, add_device,  # noqa: E402
+                                 add_ignore_base_hash, add_load_partial)
+from mmseg_vpt.checkpoint import TunedCheckpointError  # noqa: E402
+from mmseg_vpt.utils.checkpoints import (CheckpointFileError,  # noqa: E402
+                                         check_checkpoint_file)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,23 +41,14 @@ def parse_args() -> argparse.Namespace:
                         help='image files, folders or glob patterns')
     parser.add_argument('--out-dir', required=True,
                         help='where labels/ and overlays/ are written')
-    parser.add_argument('--device', default='cpu',
-                        help="'cpu' (default), 'cuda' or 'cuda:N'")
+    add_device(parser)
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='weight of the label colours in the overlay, '
                         'in [0, 1] (default 0.5)')
-    parser.add_argument(
-        '--ignore-base-hash', action='store_true',
-        help='load a tuned-only checkpoint even if the base weights file '
-        'differs from the one it was saved with')
-    parser.add_argument(
-        '--load-partial', action='store_true',
-        help='load only the checkpoint tensors that fit the model (others '
-        'keep the config\'s initialisation) and print what was loaded, '
-        'skipped and missing, instead of stopping on a mismatch')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. model.test_cfg.mode=whole')
+    add_ignore_base_hash(parser)
+    add_load_partial(parser)
+    add_cfg_options(parser, 'override config settings, e.g. '
+                    'model.test_cfg.mode=whole')
     args = parser.parse_args()
     if not 0.0 <= args.opacity <= 1.0:
         parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
@@ -61,10 +57,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from mmseg_vpt.apis import find_images, infer_files, init_segmentor
-    from mmseg_vpt.checkpoint import TunedCheckpointError
-    from mmseg_vpt.utils.checkpoints import (CheckpointFileError,
-                                             check_checkpoint_file)
 
     scan = find_images(args.images)
     for err in scan.errors:

@@ -23,9 +23,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 warnings.filterwarnings('ignore', message='Fail to import')
 
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
 import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
+from mmseg_vpt.apis.args import (add_cfg_options,  # noqa: E402
+                                 add_ignore_base_hash)
 from mmseg_vpt.checkpoint import (TUNED_META_KEY,  # noqa: E402
                                   is_tuned_checkpoint, merge_tuned,
                                   model_from_config, read_checkpoint)
@@ -44,11 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--config', help='config of the model (when the '
                         'first argument is a weights file; default: the '
                         'config stored in the tuned checkpoint)')
-    parser.add_argument('--ignore-base-hash', action='store_true',
-                        help='merge even if the base file differs from '
-                        'the one the tuned checkpoint was saved with')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, xxx=yyy format')
+    add_ignore_base_hash(parser, 'merge')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,14 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+import torch  # noqa: E402
+from mmengine.logging import MMLogger, print_log  # noqa: E402
+
+import mmseg_vpt  # noqa: E402,F401  (registers modules)
+from mmseg_vpt.apis.args import add_device  # noqa: E402
+from mmseg_vpt.serving import MultiTaskSegmentor, TaskError  # noqa: E402
+from mmseg_vpt.serving.server import create_app, serve  # noqa: E402
+
 
 def task_spec(text: str):
     name, sep, files = text.partition('=')
@@ -41,8 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='a task to serve (repeat for more)')
     parser.add_argument('--base-weights', help='base weights file instead '
                         "of the config's init_cfg checkpoint")
-    parser.add_argument('--device', default='cpu',
-                        help="'cpu', 'cuda' or 'cuda:N' (default: cpu)")
+    add_device(parser)
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8000)
     parser.add_argument('--max-batch-size', type=int, default=8,
@@ -65,14 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mmengine.logging import MMLogger, print_log
-
-    import mmseg_vpt  # noqa: F401  (registers modules)
-    from mmseg_vpt.serving import MultiTaskSegmentor, TaskError
-    from mmseg_vpt.serving.server import create_app, serve
     MMLogger.get_instance('mmseg_vpt_serve', log_level='INFO')
     try:
         model = MultiTaskSegmentor(args.base, args.base_weights, args.device)

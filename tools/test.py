@@ -13,13 +13,14 @@ import sys
 # Work from a source checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-
 import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
-from mmseg_vpt.utils import (build_runner, enable_tta,  # noqa: E402
-                             enable_visualization, load_config,
-                             set_test_output)
-from mmseg_vpt.utils.cli import configure_tuned_checkpoints  # noqa: E402
+from mmseg_vpt.apis.args import (add_cfg_options,  # noqa: E402
+                                 add_ignore_base_hash, add_launcher,
+                                 add_load_partial, apply_local_rank)
+from mmseg_vpt.engine import (build_runner,  # noqa: E402
+                              configure_tuned_checkpoints, enable_tta,
+                              enable_visualization, load_config,
+                              set_test_output)
 from mmseg_vpt.utils.dist import finish_distributed  # noqa: E402
 
 
@@ -43,26 +44,14 @@ def parse_args() -> argparse.Namespace:
         'SHOW_DIR/vis_data/vis_image')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, xxx=yyy format')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
+    add_cfg_options(parser)
+    add_launcher(parser)
     parser.add_argument('--tta', action='store_true',
                         help='test time augmentation')
-    parser.add_argument(
-        '--ignore-base-hash', action='store_true',
-        help='load a tuned-only checkpoint even if the base weights file '
-        'differs from the one it was saved with (only a warning)')
-    parser.add_argument(
-        '--load-partial', action='store_true',
-        help='load only the checkpoint tensors that fit the model (others '
-        'keep the config\'s initialisation) and log what was loaded, '
-        'skipped and missing, instead of stopping on a mismatch')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_ignore_base_hash(parser)
+    add_load_partial(parser)
     args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    apply_local_rank(args)
     return args
 
 

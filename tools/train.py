@@ -13,13 +13,13 @@ import sys
 # Work from a source checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-
 import mmseg_vpt  # noqa: E402,F401  (registers models, hooks, wrappers)
-from mmseg_vpt.utils import (build_runner, enable_amp, load_config,  # noqa
-                             set_resume)
-from mmseg_vpt.utils.cli import (configure_exact_resume,  # noqa: E402
-                                 configure_tuned_checkpoints)
+from mmseg_vpt.apis.args import (add_cfg_options,  # noqa: E402
+                                 add_ignore_base_hash, add_launcher,
+                                 add_load_partial, apply_local_rank)
+from mmseg_vpt.engine import (build_runner, configure_exact_resume,  # noqa
+                              configure_tuned_checkpoints, enable_amp,
+                              load_config, set_resume)
 from mmseg_vpt.utils.dist import finish_distributed  # noqa: E402
 
 
@@ -32,30 +32,17 @@ def parse_args() -> argparse.Namespace:
         help='resume from PATH, or from the checkpoint the work dir\'s '
         'last_checkpoint names if no PATH is given (training starts from '
         'scratch if there is none yet)')
-    parser.add_argument(
-        '--ignore-base-hash', action='store_true',
-        help='resume / load_from a tuned-only checkpoint even if the base '
-        'weights file differs from the one it was saved with')
-    parser.add_argument(
-        '--load-partial', action='store_true',
-        help='load_from: load only the checkpoint tensors that fit the model '
-        '(others keep their initialisation) and log a summary, instead of '
-        'stopping on a mismatch; not with --resume')
+    add_ignore_base_hash(parser, 'resume / load_from a tuned-only checkpoint')
+    add_load_partial(parser, 'for load_from, not with --resume')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic-mixed-precision training')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, xxx=yyy format (e.g. '
-        'model.backbone.prompt_length=10 or key="[a,b]")')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options(parser)
+    add_launcher(parser)
     args = parser.parse_args()
     if args.load_partial and args.resume is not None:
         parser.error('--load-partial does not apply to --resume: a resumed '
                      'run needs the exact model its optimizer state is for')
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    apply_local_rank(args)
     return args
 
 

@@ -33,6 +33,7 @@ from mmengine.dataset import Compose
 
 from ..checkpoint import (TunedCheckpointError, load_tuned_checkpoint,
                           model_from_config, read_checkpoint)
+from ..utils.config import read_config
 from ..utils.logging_utils import mmengine_log_level
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
@@ -77,22 +78,6 @@ def class_meta(meta: Optional[dict], num_classes: int) -> dict:
                 palette=rng.integers(0, 256, (num_classes, 3)).tolist())
 
 
-def _load_config(config: Union[str, Path, Config],
-                 cfg_options: Optional[dict]) -> Config:
-    if isinstance(config, (str, Path)):
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'Config file not found: {config}')
-        cfg = Config.fromfile(str(config))
-    elif isinstance(config, Config):
-        cfg = copy.deepcopy(config)
-    else:
-        raise TypeError('config must be a path or an mmengine Config, got '
-                        f'{type(config).__name__}')
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
 def init_segmentor(config: Union[str, Path, Config],
                    checkpoint: Optional[str] = None,
                    device: str = 'cpu',
@@ -130,7 +115,7 @@ def init_segmentor(config: Union[str, Path, Config],
     if str(device).startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError(f'device={device!r} but CUDA is not available; '
                            "use device='cpu'")
-    cfg = _load_config(config, cfg_options)
+    cfg = read_config(config, cfg_options)
     cfg.model.train_cfg = None
     model = model_from_config(cfg)
     if not hasattr(model, 'decode_head'):

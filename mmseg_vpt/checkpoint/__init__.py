@@ -12,7 +12,9 @@ checkpoint contains; everything else here applies it or undoes it:
   ``before_save_checkpoint``).
 * Loading: the base weights are loaded into the module and the omitted
   tensors put back into the state dict before the ordinary load, by one
-  function, :func:`load_base_weights`, reached two ways:
+  function, :func:`~mmseg_vpt.models.base_weights.load_base_weights`
+  (with the models, since a backbone's own loading runs it), reached two
+  ways:
 
   - from the module itself: :meth:`TunedPlan.apply` also writes a
     :class:`BaseRecord` into the state dict's metadata
@@ -65,19 +67,24 @@ or a folder holding a file of the recorded name), the module's own
 ``Pretrained`` init_cfg; only when none of these is set, the recorded path
 and then its absolute form. Its SHA-256 must match the recorded one.
 """
-from .base import (BASE_MODULE, BASE_RECORD_KEY, BASE_WEIGHTS_ENV,
-                   DIGEST_CHARS, FORMAT_VERSION, MERGED_META_KEY,
-                   READABLE_VERSIONS, TUNED_META_KEY, BaseRecord, BaseSpec,
-                   BaseWeightsMismatch, CheckpointMismatch,
-                   FrozenWeightsNotLoaded, StateDict, TunedCheckpointError,
-                   base_file_keys, base_reference, file_sha256, find_base,
-                   pretrained_checkpoint, run_base_init, tensor_digest,
-                   unwrap_model)
-from .loading import (PARTIAL_HINT, StateFit, check_state_fits,
-                      checkpoint_state, extract_tuned, load_base_weights,
-                      load_into_backbone, load_tuned_checkpoint, merge_tuned,
-                      model_from_config, read_checkpoint, resolve_base_file,
-                      tuned_record)
+from ..models.base_weights import (BASE_MODULE, BASE_RECORD_KEY,
+                                   BASE_WEIGHTS_ENV, DIGEST_CHARS,
+                                   FORMAT_VERSION, READABLE_VERSIONS,
+                                   BaseRecord, BaseWeightsMismatch,
+                                   FrozenWeightsNotLoaded, StateDict,
+                                   TunedCheckpointError, file_sha256,
+                                   load_base_weights, load_into_backbone,
+                                   pretrained_checkpoint, resolve_base_file,
+                                   run_base_init, tensor_digest)
+from ..utils.checkpoints import read_checkpoint
+from ..utils.params import unwrap_model
+from ..utils.state_fit import StateFit
+from .base import (MERGED_META_KEY, TUNED_META_KEY, BaseSpec,
+                   CheckpointMismatch, base_file_keys, base_reference,
+                   find_base)
+from .loading import (PARTIAL_HINT, check_state_fits, checkpoint_state,
+                      extract_tuned, load_tuned_checkpoint, merge_tuned,
+                      model_from_config, tuned_record)
 from .saving import (TunedPlan, TunedSplit, freeze_policy, is_tuned_checkpoint,
                      plan_tuned, split_tuned, state_bytes, trainable_keys)
 

@@ -11,13 +11,15 @@ from typing import (Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple,
 import torch
 import torch.nn as nn
 
-from ..models.prompts import has_frozen_parameters
+from ..models.base_weights import (BASE_MODULE, BASE_RECORD_KEY,
+                                   FORMAT_VERSION, BaseRecord, StateDict,
+                                   TunedCheckpointError, file_sha256,
+                                   tensor_digest)
 from ..utils.checkpoints import check_checkpoint_file, local_checkpoint_path
-from .base import (BASE_MODULE, BASE_RECORD_KEY, FORMAT_VERSION,
-                   TUNED_META_KEY, BaseRecord, BaseSpec, StateDict,
-                   TunedCheckpointError, _preview, base_file_keys,
-                   base_reference, file_sha256, find_base, tensor_digest,
-                   unwrap_model)
+from ..utils.params import has_frozen_parameters, unwrap_model
+from ..utils.state_fit import preview
+from .base import (TUNED_META_KEY, BaseSpec, base_file_keys, base_reference,
+                   find_base)
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class TunedPlan:
         if missing:
             raise TunedCheckpointError(
                 f'The state dict lacks tensors the plan omits: '
-                f'{_preview(missing)}')
+                f'{preview(missing)}')
         tuned = _state_like(((k, v) for k, v in state.items()
                              if k not in self.omitted), state)
         module = self.base.module

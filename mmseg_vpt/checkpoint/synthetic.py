@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 
-from .base import StateDict
+from ..models.base_weights import StateDict
 from .loading import model_from_config
 from .saving import plan_tuned
 

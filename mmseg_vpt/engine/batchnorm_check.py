@@ -16,7 +16,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import unwrap_model
+from ..utils.params import unwrap_model
 
 
 def _normalises_over_own_batch(module: _BatchNorm) -> bool:

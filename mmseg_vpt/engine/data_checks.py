@@ -10,7 +10,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import HOOKS
 from mmseg.structures import SegDataSample
 
-from ..checkpoint import unwrap_model
+from ..utils.params import unwrap_model
 from ..datasets.checks import (annotation_file_problem, map_raw_labels,
                                read_raw_annotation)
 

@@ -3,7 +3,7 @@ from mmengine.dist import broadcast, get_world_size
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from ..checkpoint import unwrap_model
+from ..utils.params import unwrap_model
 from ..models.prompt_token_init import TOKEN_INIT_METHODS
 
 

@@ -34,9 +34,9 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
-from .work_dir import (LAST_CHECKPOINT, PARTIAL_SUFFIX, partial_name,
-                       replace_atomically, resolve_last_checkpoint,
-                       write_text_atomically)
+from ..utils.files import (LAST_CHECKPOINT, PARTIAL_SUFFIX, partial_name,
+                          replace_atomically, resolve_last_checkpoint,
+                          write_text_atomically)
 
 #: checkpoint key: one :func:`capture_rng_state` dict per rank
 RNG_KEY = 'rng_states'
@@ -170,7 +170,7 @@ class ResumableCheckpointHook(CheckpointHook):
       deleted file). Leftover ``.partial`` files are removed at start.
     * Auto-resume (``resume=True`` without ``load_from``, mmseg's
       ``tools/train.py --resume``) reads ``last_checkpoint`` relative to the
-      work dir that holds it (:func:`~.work_dir.resolve_last_checkpoint`).
+      work dir that holds it (:func:`~mmseg_vpt.utils.files.resolve_last_checkpoint`).
 
     Args:
         replay_workers (bool): With ``num_workers > 0`` (iteration-based

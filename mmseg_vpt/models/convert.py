@@ -48,13 +48,14 @@ import pickle
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from ..utils.state_fit import StateFit, preview
 from ..utils.checkpoints import (TIMM_SCHEME, CheckpointFileError,
                                 check_checkpoint_file, is_remote,
                                 local_checkpoint_path, not_a_checkpoint,
@@ -84,12 +85,6 @@ class ConversionInfo:
 
 def _info(info: Optional[ConversionInfo]) -> ConversionInfo:
     return info if info is not None else ConversionInfo()
-
-
-def _preview(keys: Sequence[str], n: int = 10) -> str:
-    keys = list(keys)
-    more = f' ... (+{len(keys) - n} more)' if len(keys) > n else ''
-    return ', '.join(keys[:n]) + more
 
 
 # --------------------------------------------------------------------------
@@ -205,7 +200,7 @@ def unwrap_state_dict(obj, source: str = 'checkpoint',
             info.dropped.append(str(k))
     if not state_dict:
         raise ValueError(f'{source} holds no tensors (top-level keys: '
-                         f'{_preview([str(k) for k in obj])})')
+                         f'{preview([str(k) for k in obj])})')
     if all(k.startswith('module.') for k in state_dict):
         state_dict = OrderedDict(
             (k[len('module.'):], v) for k, v in state_dict.items())
@@ -215,7 +210,7 @@ def unwrap_state_dict(obj, source: str = 'checkpoint',
             info.dropped.extend(others)
             info.note(f'{source}: kept the {len(state_dict) - len(others)} '
                       f'backbone.* tensors, dropped {len(others)} others '
-                      f'({_preview(others, 3)})')
+                      f'({preview(others, 3)})')
         state_dict = OrderedDict((k[len('backbone.'):], v)
                                  for k, v in state_dict.items()
                                  if k.startswith('backbone.'))
@@ -395,7 +390,7 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     raise ValueError(
         'Unknown checkpoint layout: expected a timm ViT, timm Swin, official '
         'Swin or mmseg ViT/Swin state dict. Unrecognised keys: '
-        f'{_preview(unknown or keys)}')
+        f'{preview(unknown or keys)}')
 
 
 # --------------------------------------------------------------------------
@@ -439,7 +434,7 @@ def _convert_vit(state_dict: StateDict, info: ConversionInfo) -> StateDict:
         raise ValueError(
             'These timm ViT weights have no counterpart in mmseg\'s '
             'VisionTransformer (layer scale, q/k norm, register or '
-            f'distillation tokens, ...): {_preview(unknown)}')
+            f'distillation tokens, ...): {preview(unknown)}')
 
     embed_dims = state_dict['patch_embed.proj.weight'].shape[0]
     has_cls = 'cls_token' in state_dict
@@ -513,7 +508,7 @@ def _convert_swin(state_dict: StateDict, fmt: str,
     if unknown:
         raise ValueError(
             'These Swin weights have no counterpart in mmseg\'s '
-            f'SwinTransformer (a Swin V2 checkpoint?): {_preview(unknown)}')
+            f'SwinTransformer (a Swin V2 checkpoint?): {preview(unknown)}')
     if f'norm{last}.weight' in out:
         info.note(f'The source has only the final norm, mapped to '
                   f'norm{last}; mmseg\'s other output norms '
@@ -559,7 +554,7 @@ def convert_to_mmseg(state_dict: Mapping[str, torch.Tensor],
         unknown = _unmatched(_RULES[fmt], state_dict)
         if unknown:
             raise ValueError(f'Keys not in mmseg\'s {fmt[6:]} layout: '
-                             f'{_preview(unknown)}')
+                             f'{preview(unknown)}')
         out = state_dict
     elif fmt == 'timm_vit':
         out = _convert_vit(state_dict, info)
@@ -567,7 +562,7 @@ def convert_to_mmseg(state_dict: Mapping[str, torch.Tensor],
         out = _convert_swin(state_dict, fmt, info)
     if info.dropped and info.log:
         print_log(f'Dropped {len(info.dropped)} keys: '
-                  f'{_preview(info.dropped)}', logger='current')
+                  f'{preview(info.dropped)}', logger='current')
     return out, fmt
 
 
@@ -701,17 +696,15 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
     target = model.state_dict()
     params = {name for name, _ in model.named_parameters()}
     out = OrderedDict()
-    mismatched, unexpected = [], []
+    fit = StateFit()
     for key, value in state_dict.items():
-        if key not in target:
-            if re.fullmatch(r'(norm\d+|ln1)\.(weight|bias)', key):
-                info.dropped.append(key)
-                info.note(f'{key}: the model has no such output norm '
-                          '(out_indices / final_norm); dropped.')
-            else:
-                unexpected.append(key)
+        if key not in target and re.fullmatch(r'(norm\d+|ln1)\.(weight|bias)',
+                                              key):
+            info.dropped.append(key)
+            info.note(f'{key}: the model has no such output norm '
+                      '(out_indices / final_norm); dropped.')
             continue
-        want = target[key].shape
+        want = target[key].shape if key in target else value.shape
         if value.shape != want:
             if key == 'pos_embed' and value.ndim == 3 and \
                     value.shape[2] == want[2]:
@@ -731,19 +724,13 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
                           f' -> {tuple(want)}')
             elif key not in params:
                 value = target[key].clone()  # a derived buffer
-            if value.shape != want:
-                mismatched.append(f'{key}: {tuple(value.shape)} vs model '
-                                  f'{tuple(want)}')
-                continue
-        out[key] = value
-    if unexpected or mismatched:
+        if fit.add(key, value, target):
+            out[key] = value
+    if fit.unexpected or fit.mismatched:
         raise ValueError(
             'The checkpoint does not fit the model (check embed_dims, depths, '
             'num_heads, patch_size and the backbone type). '
-            + (f'Not in the model: {_preview(unexpected)}. '
-               if unexpected else '')
-            + (f'Shape mismatches: {_preview(mismatched)}.'
-               if mismatched else ''))
+            + fit.describe())
     buffers = [k for k in target if k not in params and k not in out]
     for key in buffers:
         out[key] = target[key].clone()
@@ -752,5 +739,5 @@ def adapt_to_model(state_dict: Mapping[str, torch.Tensor],
     missing = [k for k in target if k in params and k not in out]
     if missing:
         info.note(f'Parameters the checkpoint does not provide '
-                  f'(keep their initial values): {_preview(missing)}')
+                  f'(keep their initial values): {preview(missing)}')
     return out

@@ -15,7 +15,8 @@ from typing import Sequence
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .convert import ConversionInfo, _preview, load_checkpoint_file
+from ..utils.state_fit import preview
+from .convert import ConversionInfo, load_checkpoint_file
 
 
 def load_pretrained(model: nn.Module, path: str,
@@ -49,7 +50,7 @@ def load_pretrained(model: nn.Module, path: str,
         raise ValueError(
             f'Pretrained weights {path!r} ({fmt} layout) do not provide '
             f'{len(required)} parameters of {type(model).__name__}: '
-            f'{_preview(required)}')
+            f'{preview(required)}')
     kept = [k for k in missing if 'prompt' not in k]
     print_log(
         f'Loaded {len(state)} tensors from {path} ({fmt} layout)' +

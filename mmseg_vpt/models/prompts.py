@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 from mmengine.model.weight_init import kaiming_init
 
+from ..utils.params import has_frozen_parameters
 from .adapters import attach_adapter
+from .base_weights import load_into_backbone
 from .convert import ConversionInfo, adapt_to_model, convert_to_mmseg
 from .pretrained import load_pretrained
 from .prompt_flow import MixedPromptFlow, PromptFlow, splice_prompts
@@ -46,12 +48,6 @@ PROMPT_INITS = ('uniform', 'normal')
 # paper's output ablation): the class token, or the mean of the image
 # patch tokens, of the prompt tokens, or of every token
 CLS_FEATURES = ('cls', 'image-pool', 'prompt-pool', 'global-pool')
-
-
-def has_frozen_parameters(module: nn.Module) -> bool:
-    """Whether anything in ``module`` is frozen (empty tensors aside)."""
-    return any(not p.requires_grad and p.numel() > 0
-               for p in module.parameters())
 
 
 def resolve_prompt_layers(prompt_layers: PromptLayers,
@@ -542,11 +538,9 @@ class PromptTuningMixin:
                               *args, **kwargs) -> None:
         """Load a tuned-only checkpoint's base weights first, from the record
         it carries in the state dict's metadata, and refuse to leave frozen
-        weights random (:func:`mmseg_vpt.checkpoint.load_into_backbone`).
-        Here rather than in a tool, so that mmseg's ``init_model``,
+        weights random (:func:`~.base_weights.load_into_backbone`). Here
+        rather than in a tool, so that mmseg's ``init_model``,
         ``MMSegInferencer`` and mmengine's ``load_checkpoint`` get it too."""
-        # imported here: mmseg_vpt.checkpoint imports this module
-        from ..checkpoint import load_into_backbone
         load_into_backbone(self, state_dict, prefix, local_metadata)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       *args, **kwargs)

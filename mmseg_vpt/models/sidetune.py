@@ -44,6 +44,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
+from .base_weights import load_into_backbone
+from .convert import convert_to_mmseg
+
 ALPHA_FORMS = ('linear', 'sigmoid')
 
 
@@ -328,7 +331,6 @@ class SidetuneBackbone(BaseModule):
         (:func:`mmseg_vpt.checkpoint.base_file_keys` reads it)."""
         layout = getattr(self.backbone, 'pretrained_layout', None)
         if layout is None:
-            from .convert import convert_to_mmseg
             state, fmt = convert_to_mmseg(state_dict, info=info)
         else:
             state, fmt = layout(state_dict, info)
@@ -339,8 +341,6 @@ class SidetuneBackbone(BaseModule):
                               *args, **kwargs) -> None:
         """Load a tuned-only checkpoint's base weights first, as the VPT
         backbones do (the base record sits in this module's metadata)."""
-        # imported here: mmseg_vpt.checkpoint imports mmseg_vpt.models
-        from ..checkpoint import load_into_backbone
         load_into_backbone(self, state_dict, prefix, local_metadata)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       *args, **kwargs)

@@ -22,7 +22,8 @@ from typing import Dict, Mapping, Tuple
 import torch
 import torch.nn as nn
 
-from .convert import ConversionInfo, _preview
+from ..utils.state_fit import StateFit, preview
+from .convert import ConversionInfo
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -43,7 +44,7 @@ def timm_layout(state_dict: Mapping[str, torch.Tensor],
         if others:
             info.dropped.extend(others)
             info.note(f'MoCo v3 checkpoint: kept the base encoder, dropped '
-                      f'{len(others)} other tensors ({_preview(others, 3)})')
+                      f'{len(others)} other tensors ({preview(others, 3)})')
         return OrderedDict((k[len(_MOCO_PREFIX):], v)
                            for k, v in state_dict.items()
                            if k.startswith(_MOCO_PREFIX)), 'mocov3'
@@ -75,29 +76,20 @@ def to_timm_model(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     state, fmt = timm_layout(state_dict, info)
     state = _filter_fn(model)(dict(state), model)
     target = model.state_dict()
-    out, dropped, unexpected, mismatched = OrderedDict(), [], [], []
+    out, dropped, fit = OrderedDict(), [], StateFit()
     for key, value in state.items():
-        if key not in target:
-            if re.fullmatch(CLASSIFIER_KEYS, key):
-                dropped.append(key)
-            else:
-                unexpected.append(key)
-        elif tuple(value.shape) != tuple(target[key].shape):
-            mismatched.append(f'{key}: {tuple(value.shape)} vs model '
-                              f'{tuple(target[key].shape)}')
-        else:
+        if key not in target and re.fullmatch(CLASSIFIER_KEYS, key):
+            dropped.append(key)
+        elif fit.add(key, value, target):
             out[key] = value
-    if unexpected or mismatched:
+    if fit.unexpected or fit.mismatched:
         raise ValueError(
             f'The checkpoint ({fmt} layout) does not fit the timm model '
             f'{type(model).__name__} (check model_name and timm_kwargs: '
             'width, depth, heads, patch size, register tokens). '
-            + (f'Not in the model: {_preview(unexpected)}. '
-               if unexpected else '')
-            + (f'Shape mismatches: {_preview(mismatched)}.'
-               if mismatched else ''))
+            + fit.describe())
     if dropped:
         info.dropped.extend(dropped)
         info.note(f'Dropped the classifier parts the backbone does not '
-                  f'use: {_preview(dropped, 4)}')
+                  f'use: {preview(dropped, 4)}')
     return out, fmt

@@ -23,7 +23,6 @@ import contextlib
 import copy
 import inspect
 import logging
-import os.path as osp
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from ..checkpoint import (PARTIAL_HINT, BaseWeightsMismatch,
 from ..checkpoint.loading import _strip_module_prefix
 from ..models.pixel_prompts import PaddingPromptMixin
 from ..utils.checkpoints import local_checkpoint_path
+from ..utils.config import read_config
 from ..utils.logging_utils import mmengine_log_level
 from .task_prompts import TaskPrompts
 
@@ -200,24 +200,6 @@ class _Unit:
     box: Optional[tuple]
 
 
-def _load_config(config: Union[str, Path, Config]) -> Config:
-    """A config file, a ``Config``, or a checkpoint that carries its config
-    (``meta['cfg']``, as ``tools/train.py`` writes it)."""
-    if isinstance(config, Config):
-        return copy.deepcopy(config)
-    path = str(config)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config or checkpoint {path!r} not found')
-    if path.endswith('.py'):
-        return Config.fromfile(path)
-    cfg_text = (read_checkpoint(path, 'the base').get('meta') or {}).get(
-        'cfg')
-    if not cfg_text:
-        raise TaskError(f'{path} is a checkpoint without a config '
-                        "(meta['cfg']); give the config file instead")
-    return Config.fromstring(cfg_text, file_format='.py')
-
-
 class MultiTaskSegmentor(nn.Module):
     """One frozen VPT backbone serving many segmentation tasks at once.
 
@@ -241,7 +223,7 @@ class MultiTaskSegmentor(nn.Module):
         if str(device).startswith('cuda') and not torch.cuda.is_available():
             raise RuntimeError(f'device={device!r} but CUDA is not '
                                "available; use device='cpu'")
-        self.cfg = _load_config(config)
+        self.cfg = read_config(config, key='the base')
         init_default_scope(self.cfg.get('default_scope', 'mmseg'))
         bcfg = copy.deepcopy(self.cfg.model.backbone)
         bcfg.type = _backbone_type(bcfg)
@@ -318,9 +300,9 @@ class MultiTaskSegmentor(nn.Module):
         ckpt = read_checkpoint(str(checkpoint), source)
         meta = ckpt.get('meta') or {}
         if config is not None:
-            cfg = _load_config(config)
+            cfg = read_config(config, key=source)
         elif meta.get('cfg'):
-            cfg = Config.fromstring(meta['cfg'], file_format='.py')
+            cfg = read_config(meta['cfg'], key=source)
         else:
             print_log(f'{source} carries no config; using the base config',
                       logger='current', level=logging.WARNING)

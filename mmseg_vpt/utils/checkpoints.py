@@ -163,6 +163,26 @@ def not_a_checkpoint(path: str, obj: Any,
         'checkpoint (a dict of tensors, or one with a state_dict)')
 
 
+def read_checkpoint(path: str, key: Optional[str] = None) -> dict:
+    """``torch.load`` a checkpoint written by mmengine or this project's
+    tools (a URL or another mmengine scheme through mmengine's
+    ``CheckpointLoader``), as ``{'meta', 'state_dict', ...}`` (a bare state
+    dict is wrapped). Errors name the file, its size and ``key`` (what named
+    it, e.g. ``'argument TUNED'``)."""
+    check_checkpoint_file(path, key)
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(path, 'cpu') if \
+            is_remote(path) else \
+            torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch.load's many errors
+        raise unreadable_checkpoint(path, err, key) from err
+    if not isinstance(ckpt, Mapping):
+        raise not_a_checkpoint(path, ckpt, key)
+    if 'state_dict' not in ckpt:  # a bare state dict
+        ckpt = {'meta': {}, 'state_dict': ckpt}
+    return ckpt
+
+
 @CheckpointLoader.register_scheme(prefixes='', force=True)
 def load_from_local(filename: str, map_location=None) -> Mapping:
     """mmengine's local checkpoint loader (``load_from``, ``--resume``,

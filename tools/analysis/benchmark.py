@@ -12,7 +12,7 @@ Weights are random (``Pretrained`` init is dropped), inputs and labels are
 random at the config's crop size (``model.data_preprocessor.size``), SyncBN
 becomes BN. ``--cfg-options`` applies to both configs (e.g. to shrink them),
 ``--vs-cfg-options`` and ``--vs-amp`` to B only (B defaults to A's config).
-Every run is a fresh process. See mmseg_vpt/utils/benchmark.py for what is
+Every run is a fresh process. See mmseg_vpt/analysis/benchmark.py for what is
 measured and benchmarks/README.md for results.
 """
 import argparse
@@ -26,10 +26,9 @@ warnings.filterwarnings('ignore', category=UserWarning)
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from mmseg_vpt.utils.benchmark import (MODES, compare, format_table,  # noqa
-                                       make_spec)
+from mmseg_vpt.analysis.benchmark import (MODES, compare,  # noqa: E402
+                                          format_table, make_spec)
+from mmseg_vpt.apis.args import add_cfg_options  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,11 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='torch intra-op threads (default: torch\'s)')
     parser.add_argument('--label', help='name of A in the table')
     parser.add_argument('--vs-label', help='name of B in the table')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides for both configs, key=value')
-    parser.add_argument('--vs-cfg-options', nargs='+', action=DictAction,
-                        help='overrides for B only, applied after '
-                        '--cfg-options')
+    add_cfg_options(parser, 'overrides for both configs, key=value')
+    add_cfg_options(parser, 'overrides for B only, applied after '
+                    '--cfg-options', flag='--vs-cfg-options')
     parser.add_argument('--in-process', action='store_true',
                         help='measure in this process (peak memory then '
                         'mixes the runs)')

@@ -9,7 +9,7 @@ in units of one backbone) beside the paper's Table 1 value.
         --ratio --no-optimizer
 
 Models are built on the CPU with random weights; nothing is downloaded or
-loaded. See mmseg_vpt/utils/param_report.py for what each column means.
+loaded. See mmseg_vpt/analysis/param_report.py for what each column means.
 Only the report goes to stdout (logs and warnings go to stderr), so
 ``--format json | python -m json.tool`` and ``--format csv > rows.csv`` work.
 """
@@ -25,11 +25,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 warnings.filterwarnings('ignore', message='Fail to import')
 
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
+from mmseg_vpt.analysis.param_report import (format_report,  # noqa: E402
+                                             param_report)
+from mmseg_vpt.apis.args import add_cfg_options  # noqa: E402
 from mmseg_vpt.utils.logging_utils import stdout_to_stderr  # noqa: E402
-from mmseg_vpt.utils.param_report import (format_report,  # noqa: E402
-                                          param_report)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,8 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--ratio-tasks', type=int, default=None,
                         help='with --ratio: N tasks with the config\'s own '
                         'heads instead of the paper\'s 24')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of every config')
+    add_cfg_options(parser, 'override settings of every config')
     return parser.parse_args(argv)
 
 

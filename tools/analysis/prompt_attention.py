@@ -19,7 +19,14 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-from mmengine.config import DictAction  # noqa: E402
+import torch  # noqa: E402
+
+from mmseg_vpt.analysis import (PromptAttentionRecorder,  # noqa: E402
+                                render_attention_grid)
+from mmseg_vpt.apis import ImageReadError, init_segmentor, preprocess  # noqa
+from mmseg_vpt.apis.args import (add_cfg_options, add_device,  # noqa: E402
+                                 add_ignore_base_hash)
+from mmseg_vpt.checkpoint import TunedCheckpointError  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,19 +41,14 @@ def parse_args() -> argparse.Namespace:
                         help='layer indices (negative: from the end); '
                         'default: first and last')
     parser.add_argument('--out', required=True, help='output PNG')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--ignore-base-hash', action='store_true')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_device(parser)
+    add_ignore_base_hash(parser)
+    add_cfg_options(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    import torch
-    from mmseg_vpt.analysis import (PromptAttentionRecorder,
-                                    render_attention_grid)
-    from mmseg_vpt.apis import ImageReadError, init_segmentor, preprocess
-    from mmseg_vpt.checkpoint import TunedCheckpointError
 
     ckpt = None if args.checkpoint.lower() == 'none' else args.checkpoint
     try:

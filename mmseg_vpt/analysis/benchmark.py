@@ -29,6 +29,15 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+
+from ..checkpoint import model_from_config
+from ..engine.runner_config import enable_amp, load_config
+from ..utils.dist import convert_syncbn_to_bn
+from ..utils.params import count_parameters
 
 Spec = Dict[str, Any]
 Progress = Callable[[str], None]
@@ -78,8 +87,6 @@ def _drop_pretrained(node: Any) -> None:
 def load_bench_config(spec: Spec):
     """The config of ``spec`` as measured: random init, BN for SyncBN (one
     process), and mixed precision if ``spec['amp']``."""
-    from .cli import enable_amp, load_config
-    from .dist import convert_syncbn_to_bn
     cfg = load_config(spec['config'], spec['cfg_options'])
     _drop_pretrained(cfg.model)
     convert_syncbn_to_bn(cfg.model)
@@ -105,8 +112,6 @@ def num_classes(cfg) -> int:
 
 def random_batch(cfg, batch_size: int, seed: int = 0) -> dict:
     """mmseg's data dict: uint8 images and random labels of the crop size."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
     g = torch.Generator().manual_seed(seed)
     H, W = crop_size(cfg)
     inputs, samples = [], []
@@ -197,7 +202,6 @@ def _step_fn(model, cfg, spec: Spec, data: dict,
     mode = spec['mode']
     amp = bool(spec['amp'])
     if mode in ('train', 'train_backbone'):
-        from mmengine.optim import build_optim_wrapper
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
         model.train()
         if mode == 'train':
@@ -301,11 +305,6 @@ def memory_breakdown(model, step: Callable[[], None],
 def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
     """Build the model of ``spec`` and time ``spec['mode']`` in this
     process."""
-    from mmengine.logging import MMLogger
-
-    from ..checkpoint import model_from_config
-    from ..engine.hooks import count_parameters
-
     # mmengine logs every parameter's init, lr and frozen state
     # (a new instance becomes mmengine's current logger)
     MMLogger.get_instance(f'mmseg_vpt.benchmark.{time.time_ns()}',
@@ -378,14 +377,12 @@ def run_isolated(spec: Spec) -> Dict[str, Any]:
     process's stderr)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, 'result.json')
-        cmd = [sys.executable, '-m', 'mmseg_vpt.utils.benchmark',
+        cmd = [sys.executable, '-m', 'mmseg_vpt.analysis.benchmark',
                json.dumps(spec), out]
-        repo = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
         env = dict(os.environ)
         env.setdefault('PYTHONWARNINGS', 'ignore::UserWarning')
-        env['PYTHONPATH'] = os.pathsep.join(
-            [repo] + [p for p in [env.get('PYTHONPATH')] if p])
+        # the child imports this package from where this process does
+        env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
         proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark of {spec['label']} failed "

@@ -1,4 +1,5 @@
-"""Config edits behind the ``tools/train.py`` and ``tools/test.py`` flags.
+"""Config edits behind the ``tools/train.py`` and ``tools/test.py`` flags,
+and building the runner.
 
 They live here rather than in the scripts so tests can call them and the
 scripts stay thin. Semantics follow mmseg 1.x's own tools unless noted.
@@ -11,10 +12,12 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
-from ..engine.work_dir import resolve_last_checkpoint
-from .checkpoints import check_checkpoints_exist
-from .dist import prepare_distributed
+from ..utils.checkpoints import check_checkpoints_exist
+from ..utils.config import read_config
+from ..utils.dist import prepare_distributed
+from ..utils.files import resolve_last_checkpoint
 
 AUTO_RESUME = 'auto'
 
@@ -23,11 +26,12 @@ def load_config(config: str,
                 cfg_options: Optional[dict] = None,
                 launcher: str = 'none',
                 work_dir: Optional[str] = None) -> Config:
-    """Load ``config`` and apply the flags every tool shares.
+    """Load ``config`` (:func:`~mmseg_vpt.utils.config.read_config`) and
+    apply the flags every tool shares.
 
     ``work_dir`` priority is CLI > config > ``./work_dirs/<config name>``.
     """
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -222,5 +226,4 @@ def build_runner(cfg: Config) -> Runner:
     prepare_distributed(cfg, cfg.get('launcher', 'none'))
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
-    from mmseg.registry import RUNNERS
     return RUNNERS.build(cfg)

@@ -37,11 +37,15 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
+from mmengine.optim import build_optim_wrapper
+from mmseg.registry import MODELS
+
 from ..checkpoint import model_from_config, split_tuned
-from ..engine.hooks import count_parameters
-from ..models.prompts import has_frozen_parameters
 from ..models.sidetune import SidetuneBackbone
-from .logging_utils import mmengine_log_level
+from ..utils.config import read_config
+from ..utils.logging_utils import mmengine_log_level
+from ..utils.params import count_parameters, has_frozen_parameters
+from ..vtab.tasks import METHODS, PAPER_TOTAL_PARAMS, TASKS
 
 FP32 = 4
 
@@ -55,7 +59,6 @@ ADDED_PARAMS = re.compile(r'prompt|\.adapter\.')
 
 def paper_task_classes() -> List[int]:
     """Class counts of the paper's 24 tasks (VTAB-1k, then FGVC)."""
-    from ..vtab.tasks import TASKS
     return [classes for _, classes in TASKS.values()] + list(FGVC_CLASSES)
 
 
@@ -103,7 +106,6 @@ def total_params_ratio(model: nn.Module, classes: Sequence[int],
 def head_params_per_class(cfg: Config) -> Optional[int]:
     """Trainable parameters one more class adds to ``cfg.model.head``
     (built twice from the registry), or None without such a head."""
-    from mmseg.registry import MODELS
     head = cfg.model.get('head')
     if not isinstance(head, dict) or 'num_classes' not in head:
         return None
@@ -120,7 +122,6 @@ def head_params_per_class(cfg: Config) -> Optional[int]:
 def paper_total_params(config: str):
     """(ratio, note) of the paper's Table 1 for the VTAB method whose base
     config is ``config`` (matched by file name), or None."""
-    from ..vtab.tasks import METHODS, PAPER_TOTAL_PARAMS
     for m in METHODS.values():
         if m.base == osp.basename(config):
             return PAPER_TOTAL_PARAMS.get((m.backbone, m.paper_name))
@@ -136,7 +137,6 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
 def optimizer_state_bytes(model: torch.nn.Module, optim_wrapper_cfg) -> int:
     """Bytes of the optimizer state a resumable checkpoint holds for
     ``model``'s trainable parameters (fp32 model)."""
-    from mmengine.optim import build_optim_wrapper
     with mmengine_log_level():  # one line per parameter otherwise
         wrapper = build_optim_wrapper(model, optim_wrapper_cfg)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -203,9 +203,7 @@ def param_report(config: str, tasks: int = 10,
     tasks with their class counts when the config has a classification
     head (``model.head.num_classes``), else (or with ``ratio_tasks``) over
     that many tasks with the config's own heads; and the paper's value."""
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = read_config(config, cfg_options)
     model = model_from_config(cfg)
     row = model_report(model, config,
                        cfg.get('optim_wrapper') if optimizer else None,
