@@ -1,6 +1,6 @@
 """What a user sees: machine-readable tool output that parses, one log line
 for the frozen parameters, a clear error for BatchNorm at one image per GPU,
-and README commands that run as printed."""
+and the getting-started guide's commands that run as printed."""
 import csv
 import io
 import json
@@ -227,11 +227,13 @@ def test_batch_size_one_on_upernet_names_the_layer_and_the_fixes(workspace):
 
 
 # ---------------------------------------------------------------------------
-# the README's commands
+# the getting-started guide's commands
 # ---------------------------------------------------------------------------
 def readme_command(section: str) -> list:
-    """The first bash command of README section ``section``, as argv."""
-    text = (REPO / 'README.md').read_text().split(f'\n## {section}\n')[1]
+    """The first bash command of docs/get_started.md's section ``section``,
+    as argv."""
+    text = (REPO / 'docs' / 'get_started.md').read_text().split(
+        f'\n## {section}\n')[1]
     block = text.split('```bash\n')[1].split('```')[0]
     return shlex.split(block.replace('\\\n', ' '))
 
@@ -240,8 +242,8 @@ def test_readme_runs_configs_without_pretrained_weights():
     argv = readme_command('Run without pretrained weights')
     assert argv[argv.index('--cfg-options') + 1:] == [
         'model.backbone.init_cfg=None']
-    from mmseg_vpt.utils.checkpoints import iter_checkpoint_refs
     from mmseg_vpt.engine.runner_config import load_config
+    from mmseg_vpt.utils.checkpoints import iter_checkpoint_refs
     configs = [p for p in sorted((REPO / 'configs').rglob('*.py'))
                if '_base_' not in p.parts]
     for path in configs:  # that override is all any config needs
@@ -251,7 +253,7 @@ def test_readme_runs_configs_without_pretrained_weights():
 
 @pytest.mark.slow
 def test_readme_smoke_run_on_own_data_trains_and_validates(tmp_path):
-    """The README's command, as printed, on ADE20K-layout data at its
+    """The guide's command, as printed, on ADE20K-layout data at its
     data_root; only the schedule is cut to 2 iterations."""
     argv = readme_command('A 2-minute smoke run on your own data')
     assert argv[:3] == ['python', 'tools/train.py',
