@@ -13,13 +13,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmseg.structures import SegDataSample
 
 from ..apis import init_segmentor
 from ..apis.inference import inference_pipeline
-from ..checkpoint import read_checkpoint
 from ..serving import MultiTaskSegmentor, UnknownTask
+from ..utils.config import read_config
 
 SERVER_MODES = ('mixed', 'per_task', 'separate')
 
@@ -77,8 +76,7 @@ class SeparateSegmentors:
         self.models: Dict[str, torch.nn.Module] = {}
         self.pipelines = {}
         for name, path in zip(names, files):
-            cfg = Config.fromstring(read_checkpoint(path)['meta']['cfg'],
-                                    file_format='.py')
+            cfg = read_config(path, key=f'task file of {name!r}')
             self.models[name] = init_segmentor(cfg, path, device=device)
             self.pipelines[name] = inference_pipeline(cfg)
         self.tasks = dict.fromkeys(names)

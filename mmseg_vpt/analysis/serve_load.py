@@ -35,10 +35,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import ConfigDict
 
 from ..checkpoint.synthetic import random_base_state, random_task_checkpoint
 from ..serving import MultiTaskSegmentor
+from ..utils.config import read_config
 from .serve_baselines import task_names
 
 #: class count and prompt length of task ``i`` (cycled past eight tasks)
@@ -51,7 +52,7 @@ ServerCommand = Callable[[str, int, Sequence[str]], List[str]]
 
 
 # -- task files -------------------------------------------------------------
-def _set_classes(model_cfg: Config, num_classes: int) -> None:
+def _set_classes(model_cfg: ConfigDict, num_classes: int) -> None:
     model_cfg.decode_head.num_classes = num_classes
     aux = model_cfg.get('auxiliary_head')
     for head in (aux if isinstance(aux, list) else [aux] if aux else []):
@@ -73,7 +74,7 @@ def prepare_task_files(config: str, work_dir: str, num_tasks: int,
         raise ValueError(f'num_tasks must be at least 1, got {num_tasks}')
     os.makedirs(work_dir, exist_ok=True)
     base = osp.join(work_dir, 'base.pth')
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     if not osp.isfile(base):
         torch.save(random_base_state(cfg, seed=0), base + '.tmp')
         os.replace(base + '.tmp', base)

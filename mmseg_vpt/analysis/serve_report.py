@@ -5,8 +5,7 @@ import os
 import os.path as osp
 from typing import List
 
-from mmengine.config import Config
-
+from ..utils.config import read_config
 from .serve_load import PROMPT_LENGTHS
 
 
@@ -14,7 +13,7 @@ def prompts_label(config: str, num_tasks: int, mixed_lengths: bool) -> str:
     """How the report names the tasks' prompts."""
     if mixed_lengths:
         return f'prompt lengths {list(PROMPT_LENGTHS[:num_tasks])}'
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     return f'prompt_length {cfg.model.backbone.get("prompt_length", 10)}'
 
 
