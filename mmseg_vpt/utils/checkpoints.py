@@ -372,8 +372,9 @@ def check_checkpoints_exist(cfg: Config) -> None:
         if not osp.isfile(path):
             hint = ('Check the CHECKPOINT / --resume argument.'
                     if key == 'load_from' else
-                    'Download or convert it as described in README section '
-                    '"Pretrained weights", or override it with '
+                    'Download or convert it as described in docs/'
+                    'pretrained_and_timm.md ("Pretrained weights"), or '
+                    'override it with '
                     f'--cfg-options {key}=PATH.')
             raise FileNotFoundError(
                 f'Config key `{key}` refers to a checkpoint that does not '

@@ -6,7 +6,7 @@ writes data/fgvc/{CUB_200_2011,nabirds,oxford_flowers,stanford_dogs,
 stanford_cars}/ with the releases' annotation files (text tables, MATLAB
 .mat files) and small images whose label is the object's shape and hue.
 Only --num-classes of each dataset's classes occur, so the FGVC configs
-train on them as they are (README section "FGVC classification"). Running
+train on them as they are (docs/vtab_fgvc.md, "FGVC classification"). Running
 it again with the same arguments does nothing.
 """
 import argparse

@@ -6,7 +6,7 @@ writes ``data/vtab-1k/synthetic_shapes/{images/,train800.txt,val200.txt,
 train800val200.txt,test.txt}``: one object per image whose shape and hue
 give the label (``--cue shape``: shape only); sizes, positions and
 backgrounds are random. Train a VTAB config on it with
-``--cfg-options`` for the task (README section "VTAB-1k classification").
+``--cfg-options`` for the task (docs/vtab_fgvc.md, "VTAB-1k classification").
 Running it again with the same arguments does nothing.
 """
 import argparse

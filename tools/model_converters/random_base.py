@@ -3,7 +3,7 @@
     python tools/model_converters/random_base.py CONFIG OUT [--seed 0]
 
 For demos and benchmarks without downloads (e.g. the multi-task serving
-demo in README): the file is a plain state dict of the backbone with
+demo in docs/serving.md): the file is a plain state dict of the backbone with
 prompts off, which ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``
 loads like a converted release. Random weights give a frozen backbone
 that passes colour and texture through, nothing more.

@@ -1,5 +1,5 @@
-# Multi-task serving demo, task 1 of 3 (README, "Serving many tasks from one
-# frozen backbone"): the CPU demo's SETR-PUP ViT with VPT-deep (10 prompts),
+# Multi-task serving demo, task 1 of 3 (docs/serving.md, "Three tasks on
+# one backbone, on the CPU"): the CPU demo's SETR-PUP ViT with VPT-deep (10 prompts),
 # but on base weights from a file, so that tasks can share the backbone:
 #   python tools/model_converters/random_base.py \
 #       configs/demo/serving/setr_vit-tiny_vpt-deep-10_base.py \

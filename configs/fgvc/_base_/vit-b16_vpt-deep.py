@@ -16,8 +16,8 @@
 #   data preprocessor as for VTAB). Note: the public VPT code trains with
 #   resize-256 + random 224 crop + flip instead (its RandomResizedCrop line
 #   is commented out); change train_pipeline to match it.
-# * data: FGVCDataset reads the release layouts under data/fgvc/ (README
-#   section "FGVC classification").
+# * data: FGVCDataset reads the release layouts under data/fgvc/
+#   (docs/vtab_fgvc.md, "FGVC classification").
 # * splits: this file is the final run. It trains on trainval (the official
 #   training set) and evaluates the official test set once, after the last
 #   epoch (the "val" loop reads test; nothing is selected on it). The

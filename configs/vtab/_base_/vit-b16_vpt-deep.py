@@ -68,8 +68,8 @@ model = dict(
         patch_bias=True,
         interpolate_mode='bicubic',
         # ViT-B/16 ImageNet-21k converted with
-        # tools/model_converters/convert_weights.py (README "VTAB-1k
-        # classification")
+        # tools/model_converters/convert_weights.py (docs/vtab_fgvc.md,
+        # "VTAB-1k classification")
         init_cfg=dict(
             type='Pretrained', checkpoint='pretrain/vit-b16_in21k.pth')),
     head=dict(
