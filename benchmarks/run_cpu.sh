@@ -68,7 +68,7 @@ run() {
   ba_swin_full) bench $1 $SWIN_FULL --mode train_backbone --cfg-options "${SWIN_B6[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
   ba_g2_swin) bench $1 $SWIN_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 5 --repeats 3 ;;
   ba_g2_vit) bench $1 $VIT_VPT --mode backbone --cfg-options "${PLAIN[@]}" --vs-cfg-options "${NO_PROMPTS[@]}" --warmup 1 --iters 2 --repeats 2 ;;
-  # issue 13: 8 tasks on one backbone vs per-task passes and 8 segmentors
+  # serving: 8 tasks on one backbone vs per-task passes and 8 segmentors
   serve_tiny-vit) serve $1 configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py ;;
   serve_tiny-vit_mixed-lengths) serve $1 configs/demo/setr_vit-tiny_vpt-deep_synthetic-ade20k.py --mixed-lengths ;;
   serve_tiny-swin) serve $1 configs/demo/upernet_swin-tiny_vpt-deep_synthetic-ade20k.py ;;

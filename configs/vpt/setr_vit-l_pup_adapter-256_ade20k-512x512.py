@@ -4,7 +4,7 @@
 # trained with the heads; the backbone is otherwise frozen. Reduction 256
 # gives the smallest per-task file of the paper's factors (8, 64, 256).
 # Optimizer: as the head-only row (SGD, lr 0.005, heads lr_mult 10); this
-# project's choice, not the paper's segmentation recipe (not checked here).
+# project's choice, not a value from the paper's segmentation recipe.
 _base_ = ['../_base_/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py']
 
 model = dict(

@@ -4,7 +4,7 @@
 # (and in eval mode, as in every frozen-backbone row).
 # Optimizer: SGD, lr 0.005 as the head-only row, the trained layer at the
 # full fine-tuning rate (lr_mult 0.2 = 0.001); this project's choice, not
-# the paper's segmentation recipe (not checked here).
+# a value from the paper's segmentation recipe.
 _base_ = ['../_base_/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py']
 
 model = dict(

@@ -1,6 +1,6 @@
 """Random base weights and task files, for demos, benchmarks and tests that
 cannot download pretrained weights (``tools/model_converters/random_base.py``,
-``tools/analysis/serve_benchmark.py``)."""
+``mmseg_vpt.analysis.serve_load``)."""
 import copy
 from typing import Optional
 
