@@ -7,8 +7,7 @@
 # batch 128 or 64 for >= 100 prompts, 100 epochs with 10 of linear warm-up
 # then cosine, lr = base_lr * batch / 256, tuned-only checkpoints), which
 # the VPT paper uses for FGVC as well. What differs, from the paper's
-# protocol for FGVC (arXiv 2203.12119, as its public release describes
-# it):
+# protocol for FGVC (arXiv 2203.12119):
 #
 # * augmentation: training images are randomly resized and cropped to
 #   224x224 and flipped horizontally; test images are resized to 256 on the
