@@ -31,10 +31,10 @@ demo: install
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO_WORK)/last_checkpoint) --work-dir $(DEMO_WORK)/test
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(DEMO_WORK) $(DEMO_DATA)
