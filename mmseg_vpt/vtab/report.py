@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import (Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple)
 
-from .tasks import (GROUPS, METHODS, PAPER_GROUP_MEANS, TASKS, Method,
-                    tasks_in_group)
+from .table import Method
+from .tasks import GROUPS, METHODS, PAPER_GROUP_MEANS, TASKS, tasks_in_group
 
 RESULT_FILE = 'result.json'
 FINAL_STAGE = 'final'
@@ -45,14 +45,14 @@ class ResultTable:
         tasks: Task names in the paper's column order.
         groups: Group name -> its tasks, in column order (a group may be a
             single task, or all of them).
-        methods: Method name -> :class:`~mmseg_vpt.vtab.tasks.Method`.
+        methods: Method name -> :class:`~mmseg_vpt.vtab.table.Method`.
         paper: (backbone, paper method) -> the paper's value per group.
         paper_decimals: Decimals the paper's values are printed with.
         caption: What the group columns are (in the heading).
         footnote: Line under the group table.
         paper_rows: (label, key into ``paper`` or None) of the paper's rows
             to list in a table of their own, whatever we ran; None leaves
-            the row empty (a number that could not be checked).
+            the row empty (the paper's value is not in ``paper``).
         paper_note: Line under that table (where the numbers come from).
     """
     key: str

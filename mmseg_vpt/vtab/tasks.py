@@ -1,27 +1,29 @@
 """VTAB-1k task table, tuning methods and the VPT paper's reference numbers.
 
 Everything the VTAB configs, the dataset, the sweep and the report need to
-agree on lives here, with no dependency on mmpretrain.
+agree on lives here, with no dependency on mmpretrain; the method record,
+the search grids and the config renderer are shared with FGVC
+(:mod:`mmseg_vpt.vtab.table`).
 
 Sources:
 
 * Task names, groups and class counts: VTAB (Zhai et al., arXiv 1910.04867)
   as used by the VPT paper (Jia et al., ECCV 2022, arXiv 2203.12119), 19
   tasks in three groups.
-* Group means of the paper's tables: given in the project's issue (VPT paper
-  Table 1 for ViT-B/16, the Swin-B table for Swin-B). The paper's MAE and
-  MoCo v3 ViT-B/16 rows are left out: they could not be checked against
-  the paper here.
+* ``PAPER_GROUP_MEANS``: the group means of the VPT paper's Table 1 for
+  ViT-B/16 and of its Swin-B table. The paper's MAE and MoCo v3 ViT-B/16
+  rows are not included, so reports show no paper row for those backbones.
 * ``VIT_DEEP_PROMPT_LENGTH``: the per-task prompt lengths of VPT-deep with
-  ViT-B/16 as the VPT paper's appendix reports them. We read them from a
-  public third-party reproduction config (found through code search, the
-  same 19 values); check them against the appendix of arXiv 2203.12119 if
-  exact parity matters.
+  ViT-B/16 from the VPT paper's appendix, as a public third-party
+  reproduction config lists them (the same 19 values); the appendix of
+  arXiv 2203.12119 is the primary source.
 * ``PAPER_TOTAL_PARAMS``: see the comment there.
 * Everything marked "our default" is this project's choice.
 """
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
+
+from .table import FULL_FT_LRS, Method, TaskTable
 
 NATURAL = 'Natural'
 SPECIALIZED = 'Specialized'
@@ -67,7 +69,7 @@ FOLDER_ALIASES: Dict[str, str] = {
 SPLITS = ('train800', 'val200', 'train800val200', 'test')
 
 # VPT-deep, ViT-B/16 ImageNet-21k: prompt tokens per layer (paper appendix;
-# see the module docstring for how they were obtained).
+# the module docstring names the source).
 VIT_DEEP_PROMPT_LENGTH: Dict[str, int] = {
     'cifar100': 10, 'caltech101': 10, 'dtd': 10, 'oxford_flowers102': 1,
     'oxford_iiit_pet': 1, 'svhn': 50, 'sun397': 5, 'patch_camelyon': 100,
@@ -77,19 +79,6 @@ VIT_DEEP_PROMPT_LENGTH: Dict[str, int] = {
     'dsprites_orientation': 100, 'smallnorb_azimuth': 200,
     'smallnorb_elevation': 200,
 }
-
-# The paper's protocol: batch 128, 64 when the prompt length is >= 100.
-BATCH_SIZE = 128
-LONG_PROMPT_BATCH_SIZE = 64
-LONG_PROMPT = 100
-
-# The paper's grid for prompt (and head) learning rates, before the
-# lr = base_lr * batch / 256 scaling, and for weight decay.
-PAPER_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
-PAPER_WDS = (0.01, 0.001, 0.0001, 0.0)
-# Our default for full fine-tuning: the prompt grid's rates diverge when all
-# 86M weights train.
-FULL_FT_LRS = (0.005, 0.001, 0.0005, 0.0001)
 
 # Group means (Natural, Specialized, Structured) of the paper's VTAB-1k
 # tables, keyed by (backbone, method).
@@ -107,11 +96,10 @@ PAPER_GROUP_MEANS: Dict[Tuple[str, str], Tuple[float, float, float]] = {
 # stored for its 24 tasks (VTAB-1k's 19 and FGVC's 5), in units of one
 # ViT-B/16 backbone: one shared backbone plus every task's tuned parameters
 # and head, or 24 whole models for Full (the definition as the paper's
-# authors state it in github.com/KMnP/vpt issues #10 and #17). The values
-# are given in the project's brief as Table 1's; they could not be read
-# from the paper here. For the first six rows the definition applied to our
-# configs' layer shapes gives the same value to the printed two decimals
-# (tests/test_baselines.py), which corroborates them. Adapter and VPT rows
+# authors state it in github.com/KMnP/vpt issues #10 and #17). Values:
+# that column of Table 1. For the first six rows the definition applied to
+# our configs' layer shapes gives the same value to the printed two
+# decimals (tests/test_baselines.py). Adapter and VPT rows
 # average per-task settings (reduction r in {8, 64, 256}, per-task prompt
 # lengths), so no single config has them. Value: (ratio, what the paper's
 # setting is when it is not one config).
@@ -128,50 +116,12 @@ PAPER_TOTAL_PARAMS: Dict[Tuple[str, str], Tuple[float, str]] = {
 }
 
 
-class Method:
-    """A tuning method: its base config under ``configs/vtab/_base_/`` and
-    how it sets per-task values."""
-
-    def __init__(self, name: str, base: str, backbone: str, paper_name: str,
-                 prompts: Optional[str], lrs=PAPER_LRS, wds=PAPER_WDS,
-                 description: str = ''):
-        self.name = name
-        self.base = base
-        self.backbone = backbone
-        self.paper_name = paper_name  # key into PAPER_GROUP_MEANS
-        # None: no prompts; 'vit': the ViT-B per-task table; an int string:
-        # that length for every task
-        self.prompts = prompts
-        self.lrs = tuple(lrs)
-        self.wds = tuple(wds)
-        self.description = description
-
-    def prompt_length(self, task: str) -> int:
-        if self.prompts is None:
-            return 0
-        if self.prompts == 'vit':
-            return VIT_DEEP_PROMPT_LENGTH.get(task, 10)
-        return int(self.prompts)
-
-    def prompt_text(self, task: str) -> Tuple[str, str]:
-        """The backbone override and the comment words of a rendered task
-        config: ``('backbone=dict(prompt_length=10), ', '10 prompts')``."""
-        if self.prompts is None:
-            return '', 'no prompts'
-        n = self.prompt_length(task)
-        return (f'backbone=dict(prompt_length={n}), ',
-                f'{n} prompt' + 's' * (n != 1))
-
-    def batch_size(self, task: str) -> int:
-        return (LONG_PROMPT_BATCH_SIZE if self.prompt_length(task) >=
-                LONG_PROMPT else BATCH_SIZE)
-
-
 METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
-    Method('vpt-deep', 'vit-b16_vpt-deep.py', 'ViT-B/16', 'vpt-deep', 'vit',
+    Method('vpt-deep', 'vit-b16_vpt-deep.py', 'ViT-B/16', 'vpt-deep',
+           VIT_DEEP_PROMPT_LENGTH,
            description='prompts in every layer, [CLS] head (the paper)'),
     Method('vpt-shallow', 'vit-b16_vpt-shallow.py', 'ViT-B/16',
-           'vpt-shallow', 'vit',
+           'vpt-shallow', VIT_DEEP_PROMPT_LENGTH,
            description='prompts in the first layer only; prompt lengths of '
            'the VPT-deep table (our default)'),
     Method('linear', 'vit-b16_linear.py', 'ViT-B/16', 'linear', None,
@@ -182,40 +132,40 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
            lrs=FULL_FT_LRS,
            description='every weight trains (lr grid: our default)'),
     Method('vpt-deep-mean', 'vit-b16_vpt-deep_mean-pool.py', 'ViT-B/16',
-           'vpt-deep-mean', 'vit',
+           'vpt-deep-mean', VIT_DEEP_PROMPT_LENGTH,
            description='VPT-deep with a mean-pooled patch-token head '
            '(the paper\'s "Image-pool" output)'),
     # The paper's prompt ablations (its Fig. 5 locations, sharing, outputs);
-    # no paper group means for them here (not checked against the paper).
+    # not in PAPER_GROUP_MEANS, so reports show no paper row for them.
     Method('vpt-deep-add', 'vit-b16_vpt-deep_add.py', 'ViT-B/16',
-           'vpt-deep-add', '196',
+           'vpt-deep-add', 196,
            description='prompts added to the 196 patch tokens of every '
            'layer instead of prepended ("Add")'),
     Method('vpt-shallow-pixel', 'vit-b16_vpt-shallow_prepend-pixel.py',
-           'ViT-B/16', 'vpt-shallow-pixel', 'vit',
+           'ViT-B/16', 'vpt-shallow-pixel', VIT_DEEP_PROMPT_LENGTH,
            description='learnable 16x16 image patches through the frozen '
            'patch embedding, prepended ("Prepend-pixel")'),
     Method('vpt-shallow-concat', 'vit-b16_vpt-shallow_concat-channel.py',
-           'ViT-B/16', 'vpt-shallow-concat', '1',
+           'ViT-B/16', 'vpt-shallow-concat', 1,
            description='a learnable image channel joined to the input '
            '("Concat-channel")'),
     Method('vpt-deep-shared', 'vit-b16_vpt-deep_shared.py', 'ViT-B/16',
-           'vpt-deep-shared', 'vit',
+           'vpt-deep-shared', VIT_DEEP_PROMPT_LENGTH,
            description='VPT-deep, one prompt set shared by every layer'),
     Method('vpt-deep-token-init', 'vit-b16_vpt-deep_token-init.py',
-           'ViT-B/16', 'vpt-deep-token-init', 'vit',
+           'ViT-B/16', 'vpt-deep-token-init', VIT_DEEP_PROMPT_LENGTH,
            description='VPT-deep, prompts initialised as k-means centres of '
            "the first batch's tokens at each layer"),
     Method('vpt-deep-prompt-pool', 'vit-b16_vpt-deep_prompt-pool.py',
-           'ViT-B/16', 'vpt-deep-prompt-pool', 'vit',
+           'ViT-B/16', 'vpt-deep-prompt-pool', VIT_DEEP_PROMPT_LENGTH,
            description='VPT-deep classifying the mean of the prompt '
            'outputs ("Prompt-pool")'),
     Method('vpt-deep-global-pool', 'vit-b16_vpt-deep_global-pool.py',
-           'ViT-B/16', 'vpt-deep-global-pool', 'vit',
+           'ViT-B/16', 'vpt-deep-global-pool', VIT_DEEP_PROMPT_LENGTH,
            description='VPT-deep classifying the mean of every output '
            'token ("Global-pool")'),
     # The paper's other baselines (Table 1). Their group means are not in
-    # PAPER_GROUP_MEANS: the paper's table could not be read here.
+    # PAPER_GROUP_MEANS, so reports show no paper row for them.
     Method('partial-1', 'vit-b16_partial-1.py', 'ViT-B/16', 'partial-1',
            None, lrs=FULL_FT_LRS,
            description='the last layer and the final norm train, [CLS] '
@@ -233,28 +183,27 @@ METHODS: 'OrderedDict[str, Method]' = OrderedDict((m.name, m) for m in [
            '(the paper picks 8, 64 or 256 per task; lr grid: the prompt '
            'one, our default)'),
     Method('swin-vpt-deep', 'swin-b_vpt-deep.py', 'Swin-B', 'vpt-deep',
-           '10',
+           10,
            description='Swin-B VPT-deep, 10 prompts per block for every '
            'task (our default), pooled last-stage tokens'),
     # Self-supervised ViT-B/16 backbones (the paper's MAE / MoCo v3 rows).
-    # Prompt lengths: the supervised ViT-B table ('vit'); the paper
-    # searched lengths per backbone, which we could not check. Their group
-    # means are not in PAPER_GROUP_MEANS (not verified here), so reports
-    # show no paper row for them.
+    # Prompt lengths: the supervised ViT-B table (our default; the paper
+    # searched lengths per backbone). Their group means are not in
+    # PAPER_GROUP_MEANS, so reports show no paper row for them.
     Method('mae-vpt-deep', 'vit-b16-mae_vpt-deep.py', 'ViT-B/16 MAE',
-           'vpt-deep', 'vit',
+           'vpt-deep', VIT_DEEP_PROMPT_LENGTH,
            description='timm ViT, prompts in every layer, [CLS] '
            'head; ViT-B prompt lengths (our default)'),
     Method('mae-vpt-shallow', 'vit-b16-mae_vpt-shallow.py', 'ViT-B/16 MAE',
-           'vpt-shallow', 'vit',
+           'vpt-shallow', VIT_DEEP_PROMPT_LENGTH,
            description='timm ViT, prompts in the first layer '
            'only; ViT-B prompt lengths (our default)'),
     Method('mocov3-vpt-deep', 'vit-b16-mocov3_vpt-deep.py',
-           'ViT-B/16 MoCo v3', 'vpt-deep', 'vit',
+           'ViT-B/16 MoCo v3', 'vpt-deep', VIT_DEEP_PROMPT_LENGTH,
            description='timm ViT, prompts in every layer, '
            '[CLS] head; ViT-B prompt lengths (our default)'),
     Method('mocov3-vpt-shallow', 'vit-b16-mocov3_vpt-shallow.py',
-           'ViT-B/16 MoCo v3', 'vpt-shallow', 'vit',
+           'ViT-B/16 MoCo v3', 'vpt-shallow', VIT_DEEP_PROMPT_LENGTH,
            description='timm ViT, prompts in the first '
            'layer only; ViT-B prompt lengths (our default)'),
     # VPT for ConvNets: a learnable border around the image (prompt_pad,
@@ -274,11 +223,16 @@ def tasks_in_group(group: str) -> List[str]:
     return [t for t, (g, _) in TASKS.items() if g == group]
 
 
+TABLE = TaskTable(
+    label='VTAB', noun='task',
+    num_classes=OrderedDict((t, n) for t, (_, n) in TASKS.items()),
+    methods=METHODS, task_variable='vtab_task', dataset_field='task',
+    renderer='mmseg_vpt.vtab.tasks.render_task_config',
+    guide='VTAB-1k classification')
+
+
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f'unknown VTAB method {name!r}; choose from '
-                         f'{list(METHODS)}')
-    return METHODS[name]
+    return TABLE.get_method(name)
 
 
 def render_task_config(task: str, method: str = 'vpt-deep',
@@ -289,22 +243,14 @@ def render_task_config(task: str, method: str = 'vpt-deep',
     ``tools/vtab_sweep.py --write-configs`` writes it for other methods
     (with ``base_dir`` pointing at ``configs/vtab/_base_``).
     """
-    if task not in TASKS:
-        raise ValueError(f'unknown VTAB task {task!r}; choose from '
-                         f'{list(TASKS)}')
-    m = get_method(method)
+    TABLE.check_task(task)
     group, num_classes = TASKS[task]
-    batch = m.batch_size(task)
-    backbone, what = m.prompt_text(task)
-    return (
-        f'# VTAB-1k {task} ({group}, {num_classes} classes)\n'
-        f'# {m.backbone} {m.name}: {what}, batch {batch}.\n'
-        '# Written by mmseg_vpt.vtab.tasks.render_task_config; README '
-        'section\n# "VTAB-1k classification" explains the other methods.\n'
-        f"_base_ = ['{base_dir}/{m.base}']\n"
-        f"vtab_task = '{task}'\n"
-        f'model = dict({backbone}head=dict(num_classes={num_classes}))\n'
-        f'train_dataloader = dict(batch_size={batch}, '
-        f'dataset=dict(task=vtab_task))\n'
-        f'val_dataloader = dict(dataset=dict(task=vtab_task))\n'
-        f'test_dataloader = dict(dataset=dict(task=vtab_task))\n')
+    return TABLE.render(task, method, base_dir,
+                        f'VTAB-1k {task} ({group}, {num_classes} classes)')
+
+
+def render_custom_task_config(task: str, method: Method, num_classes: int,
+                              base_dir: str) -> str:
+    """The config of a generated or custom task outside :data:`TASKS`:
+    ``method``'s base under ``base_dir`` with the task lines."""
+    return TABLE.render_custom(task, method, num_classes, base_dir)
