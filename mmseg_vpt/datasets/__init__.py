@@ -1,8 +1,9 @@
-"""Data helpers: synthetic datasets in ADE20K's and VTAB-1k's layouts for
-demos and tests.
+"""Data helpers: synthetic datasets in ADE20K's, VTAB-1k's and the FGVC
+releases' layouts for demos and tests, all drawn by :mod:`.scenes`.
 
-Cheap to import (numpy and OpenCV only); mmseg's own ``ADE20KDataset`` and
-``mmseg_vpt.vtab.dataset.VTABDataset`` read what they write.
+Cheap to import (numpy and OpenCV only); mmseg's own ``ADE20KDataset``,
+``mmseg_vpt.vtab.dataset.VTABDataset`` and ``mmseg_vpt.fgvc.dataset`` read
+what they write.
 """
 from .synthetic_ade20k import (class_colors, make_synthetic_ade20k,
                                render_sample)

@@ -37,6 +37,9 @@ from typing import Dict, List, Tuple, Union
 import cv2
 import numpy as np
 
+from .scenes import (RANDOM_SHAPES, TEXTURES, paint, random_shape_mask,
+                     random_soft_texture, textured_surface)
+
 __all__ = [
     'make_synthetic_ade20k', 'render_sample', 'class_colors',
     'GENERATOR_VERSION', 'ADE_NUM_CLASSES'
@@ -51,7 +54,6 @@ SPLITS = {'training': 'train', 'validation': 'val'}
 _SPLIT_SEED = {'training': 0, 'validation': 1}
 _FILE_RE = re.compile(r'^ADE_(train|val)_\d{8}\.(jpg|png)$')
 _MARKER = 'synthetic_ade20k.json'
-_TEXTURES = ('flat', 'stripes', 'checks')
 
 ImgSize = Union[int, Tuple[int, int]]
 
@@ -100,7 +102,7 @@ def _class_textures(num_classes_used: int) -> List[Tuple[str, float]]:
     """(texture kind, orientation in radians) of each class."""
     out = []
     for i in range(num_classes_used):
-        kind = _TEXTURES[i % len(_TEXTURES)]
+        kind = TEXTURES[i % len(TEXTURES)]
         out.append((kind, (i * 0.61) % np.pi))
     return out
 
@@ -111,56 +113,6 @@ def _stuff_things(num_classes_used: int) -> Tuple[List[int], List[int]]:
     labels = list(range(1, num_classes_used + 1))
     n_stuff = max(1, min(num_classes_used - 1, round(num_classes_used / 3)))
     return labels[:n_stuff], labels[n_stuff:]
-
-
-def _texture(kind: str, angle: float, h: int, w: int,
-             rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean texture in [-1, 1], shape (h, w)."""
-    if kind == 'flat':
-        return np.zeros((h, w), np.float32)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    period = rng.uniform(6.0, 10.0)
-    phase = rng.uniform(0, 2 * np.pi)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    if kind == 'stripes':
-        return np.sin(2 * np.pi * u / period + phase).astype(np.float32)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
-    return (np.sign(np.sin(2 * np.pi * u / period + phase)) *
-            np.sign(np.sin(2 * np.pi * v / period))).astype(np.float32)
-
-
-def _shape_mask(kind: str, h: int, w: int,
-                rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of one random shape that fits mostly inside (h, w)."""
-    s = min(h, w)
-    mask = np.zeros((h, w), np.uint8)
-    cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
-    r = rng.uniform(0.10, 0.24) * s
-    if kind == 'disc':
-        cv2.circle(mask, (int(cx), int(cy)), int(r), 1, -1)
-    elif kind == 'ellipse':
-        axes = (int(r), int(r * rng.uniform(0.5, 0.9)))
-        cv2.ellipse(mask, (int(cx), int(cy)), axes,
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    elif kind in ('rectangle', 'rotated_rectangle'):
-        rw, rh = r * rng.uniform(0.8, 1.6), r * rng.uniform(0.6, 1.2)
-        angle = float(rng.uniform(0, 90)) if kind == 'rotated_rectangle' \
-            else 0.0
-        box = cv2.boxPoints(((cx, cy), (2 * rw, 2 * rh), angle))
-        cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
-    elif kind == 'triangle':
-        angles = rng.uniform(0, 2 * np.pi) + np.array(
-            [0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.3, 0.3, 3)
-        radius = r * 1.3
-        pts = np.stack([cx + radius * np.cos(angles),
-                        cy + radius * np.sin(angles)], axis=1)
-        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
-    else:
-        raise ValueError(kind)
-    return mask.astype(bool)
-
-
-SHAPES = ('disc', 'ellipse', 'rectangle', 'rotated_rectangle', 'triangle')
 
 
 def render_sample(rng: np.random.Generator,
@@ -182,33 +134,31 @@ def render_sample(rng: np.random.Generator,
     label = np.zeros((h, w), np.uint8)
     img = np.zeros((h, w, 3), np.float32)
 
-    def paint(mask: np.ndarray, cls: int) -> None:
+    def paint_class(mask: np.ndarray, cls: int) -> None:
         kind, angle = textures[cls - 1]
-        tex = _texture(kind, angle, h, w, rng)
+        tex = random_soft_texture(kind, angle, h, w, rng)
         amp = 28.0 if kind != 'flat' else 0.0
-        # texture modulates brightness, so the class colour (hue) survives
-        color = colors[cls - 1] * (1.0 + amp / 255.0 * tex[..., None])
-        img[mask] = color[mask]
-        label[mask] = cls
+        paint(img, mask, textured_surface(colors[cls - 1], tex, amp / 255.0),
+              [(label, cls)])
 
     # background: one stuff class, or two split by a wavy horizontal line
     top = int(rng.choice(stuff))
-    paint(np.ones((h, w), bool), top)
+    paint_class(np.ones((h, w), bool), top)
     if len(stuff) > 1 and rng.random() < 0.7:
         bottom = int(rng.choice([c for c in stuff if c != top]))
         xx = np.arange(w, dtype=np.float32)
         edge = h * rng.uniform(0.35, 0.7) + h * 0.05 * np.sin(
             2 * np.pi * xx / w * rng.uniform(0.5, 2.0) +
             rng.uniform(0, 2 * np.pi))
-        paint(np.arange(h, dtype=np.float32)[:, None] > edge[None, :],
-              bottom)
+        paint_class(np.arange(h, dtype=np.float32)[:, None] > edge[None, :],
+                    bottom)
 
     # things, later ones on top; sometimes a grey "other" shape
     for _ in range(int(rng.integers(2, 6))):
-        mask = _shape_mask(str(rng.choice(SHAPES)), h, w, rng)
-        paint(mask, int(rng.choice(things)))
+        mask = random_shape_mask(str(rng.choice(RANDOM_SHAPES)), h, w, rng)
+        paint_class(mask, int(rng.choice(things)))
     if rng.random() < 0.3:
-        mask = _shape_mask(str(rng.choice(SHAPES)), h, w, rng)
+        mask = random_shape_mask(str(rng.choice(RANDOM_SHAPES)), h, w, rng)
         img[mask] = rng.uniform(70, 190)
         label[mask] = 0
 

@@ -38,53 +38,21 @@ from typing import Dict, List, Union
 import cv2
 import numpy as np
 
+from .scenes import UPRIGHT_SHAPES, draw_upright_shape, hsv_color
+
 __all__ = ['make_synthetic_vtab', 'render_image', 'SHAPES', 'CUES',
            'GENERATOR_VERSION']
 
 #: Bump when the rendering changes, so stale datasets are regenerated.
 GENERATOR_VERSION = 1
 CUES = ('colour+shape', 'shape')
-SHAPES = ('disc', 'square', 'triangle', 'cross', 'ring', 'hbar', 'vbar',
-          'diamond')
+#: Class k is drawn as the k-th shape.
+SHAPES = UPRIGHT_SHAPES
 # split -> (list file, images folder, seed offset)
 _SPLITS = {'train': ('train800.txt', 'train', 0),
            'val': ('val200.txt', 'val', 1),
            'test': ('test.txt', 'test', 2)}
 _MARKER = 'synthetic_vtab.json'
-
-
-def _shape_points(shape: str, cx: float, cy: float,
-                  r: float) -> List[np.ndarray]:
-    """Polygons (float, (N, 2)) of a shape of radius ``r`` at (cx, cy)."""
-    if shape == 'square':
-        s = r * 0.85
-        return [np.array([[cx - s, cy - s], [cx + s, cy - s],
-                          [cx + s, cy + s], [cx - s, cy + s]])]
-    if shape == 'triangle':
-        return [np.array([[cx, cy - r], [cx + r * 0.95, cy + r * 0.8],
-                          [cx - r * 0.95, cy + r * 0.8]])]
-    if shape == 'diamond':
-        return [np.array([[cx, cy - r], [cx + r * 0.75, cy], [cx, cy + r],
-                          [cx - r * 0.75, cy]])]
-    t = r * 0.3
-    if shape == 'cross':
-        return [np.array([[cx - r, cy - t], [cx + r, cy - t],
-                          [cx + r, cy + t], [cx - r, cy + t]]),
-                np.array([[cx - t, cy - r], [cx + t, cy - r],
-                          [cx + t, cy + r], [cx - t, cy + r]])]
-    if shape == 'hbar':
-        return [np.array([[cx - r, cy - t], [cx + r, cy - t],
-                          [cx + r, cy + t], [cx - r, cy + t]])]
-    if shape == 'vbar':
-        return [np.array([[cx - t, cy - r], [cx + t, cy - r],
-                          [cx + t, cy + r], [cx - t, cy + r]])]
-    raise ValueError(shape)
-
-
-def _hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
-    """OpenCV HSV (h in [0, 180), s and v in [0, 255]) to a BGR float."""
-    hsv = np.array([[[h % 180, s, v]]], dtype=np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
 
 
 def render_image(rng: np.random.Generator, label: int, img_size: int,
@@ -97,13 +65,12 @@ def render_image(rng: np.random.Generator, label: int, img_size: int,
     if cue == 'colour+shape':
         # background: a dull (low saturation) gradient, so the saturated
         # object's hue stands out
-        c0 = _hsv_to_bgr(rng.uniform(0, 180), rng.uniform(0, 60),
-                         rng.uniform(60, 200))
-        c1 = _hsv_to_bgr(rng.uniform(0, 180), rng.uniform(0, 60),
-                         rng.uniform(60, 200))
-        colour = _hsv_to_bgr(180.0 * label / num_classes +
-                             rng.uniform(-6, 6), rng.uniform(170, 255),
-                             rng.uniform(170, 255))
+        c0 = hsv_color(rng.uniform(0, 180), rng.uniform(0, 60),
+                       rng.uniform(60, 200))
+        c1 = hsv_color(rng.uniform(0, 180), rng.uniform(0, 60),
+                       rng.uniform(60, 200))
+        colour = hsv_color(180.0 * label / num_classes + rng.uniform(-6, 6),
+                           rng.uniform(170, 255), rng.uniform(170, 255))
     else:
         c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
         colour = rng.uniform(0, 255, 3)
@@ -119,23 +86,7 @@ def render_image(rng: np.random.Generator, label: int, img_size: int,
     r = rng.uniform(0.22, 0.34) * img_size
     cx = rng.uniform(r, w - r)
     cy = rng.uniform(r, h - r)
-    shape = SHAPES[label]
-    scale = 16  # sub-pixel precision for cv2's fixed-point drawing
-    col = tuple(float(c) for c in colour)
-    if shape in ('disc', 'ring'):
-        centre = (int(cx * scale), int(cy * scale))
-        if shape == 'disc':
-            cv2.circle(img, centre, int(r * scale), col, -1, cv2.LINE_AA,
-                       shift=4)
-        else:
-            cv2.circle(img, centre, int(r * 0.8 * scale), col,
-                       max(2, int(round(r * 0.35))), cv2.LINE_AA, shift=4)
-    else:
-        # one call per polygon: a single call would leave the overlap of
-        # the cross's two bars empty (even-odd fill)
-        for poly in _shape_points(shape, cx, cy, r):
-            cv2.fillPoly(img, [np.round(poly * scale).astype(np.int32)], col,
-                         cv2.LINE_AA, shift=4)
+    draw_upright_shape(img, SHAPES[label], cx, cy, r, colour)
     return img
 
 
