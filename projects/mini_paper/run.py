@@ -1,6 +1,6 @@
 """A miniature VPT segmentation table on a CPU, on SYNTHETIC data.
 
-    python tools/mini_paper.py [--quick] [--seeds 0 1 2] [--out-dir DIR]
+    python projects/mini_paper/run.py [--quick] [--seeds 0 1 2] [--out-dir DIR]
 
 Pretrains a small ViT to segment generated scenes by colour, then adapts it
 to segmenting the same kind of scenes by another attribute with each
@@ -11,8 +11,8 @@ budget, plus a 3-seed VPT-deep prompt ensemble (one backbone pass per batch
 for its three prompt sets), and writes to DIR (default
 work_dirs/mini_paper): ``table.md``, ``results.json`` and
 ``mini_paper.png`` (mIoU against tunable parameters, log x). See
-mmseg_vpt/mini_paper.py for the tasks and settings. ``--quick`` is the
-shortened run used by the tests.
+projects/mini_paper/__init__.py for the tasks and settings. ``--quick`` is
+the shortened run used by the tests.
 """
 import argparse
 import json
@@ -20,7 +20,10 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# the repository root, so that ``projects.mini_paper`` (and an mmseg_vpt
+# checkout that is not pip-installed) can be imported
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,9 +52,9 @@ def main() -> int:
     args = parse_args()
     import torch
     torch.set_num_threads(args.threads)
-    from mmseg_vpt.mini_paper import (ROWS, SYNTHETIC_NOTE, MiniPaperConfig,
-                                      format_table, plot_results,
-                                      run_mini_paper)
+    from projects.mini_paper import (ROWS, SYNTHETIC_NOTE, MiniPaperConfig,
+                                     format_table, plot_results,
+                                     run_mini_paper)
     cfg = MiniPaperConfig.quick() if args.quick else MiniPaperConfig()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     protocols = args.protocols or list(ROWS)
