@@ -3,30 +3,16 @@
 Everything here is tiny (embed 16-64 dims, 2-6 layers, 32-64 px inputs) so
 that each test runs in well under two seconds on a CPU.
 """
-import warnings
+from pathlib import Path
+from typing import Callable
 
-# mmcv (installed without its compiled ops) warns on import; silence it
-# before anything below imports mmseg.
-warnings.filterwarnings(
-    'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+import pytest
+import torch
 
-from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+import mmseg_vpt  # noqa: F401  (registers the VPT backbones)
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import mmseg_vpt  # noqa: E402,F401  (registers the VPT backbones)
-
-# One intra-op thread: these models are tiny, and on a shared 2-core machine
-# a second OpenMP thread makes every op wait for a busy core (100x slower).
-torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    """Every test starts from the same RNG state."""
-    torch.manual_seed(0)
+# The warning filter, one intra-op thread and the per-test seed are in the
+# repository's conftest.py, shared with projects/.
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmseg_vpt.models import VPTVisionTransformer
+from mmseg_vpt.utils.state_fit import fit_state
 
 from .config import PROTOCOLS, MiniPaperConfig
 
@@ -86,12 +87,13 @@ def build_protocol_model(cfg: MiniPaperConfig, protocol: str,
         settings['prompt_length'] = (cfg.img_size // cfg.patch_size)**2
     torch.manual_seed(seed)
     model = MiniSegmentor(cfg, num_classes, **settings)
-    missing, unexpected = model.backbone.load_state_dict(base_state,
-                                                         strict=False)
-    if unexpected or any('prompt' not in k and '.adapter.' not in k
-                         for k in missing):
-        raise RuntimeError(f'base weights do not fit: missing {missing}, '
-                           f'unexpected {unexpected}')
+    fit = fit_state(model.backbone.state_dict(), base_state)
+    # what the protocol adds to the pretrained backbone starts fresh
+    fit.missing = [k for k in fit.missing
+                   if 'prompt' not in k and '.adapter.' not in k]
+    if not fit.exact:
+        raise RuntimeError(f'base weights do not fit: {fit.describe()}')
+    model.backbone.load_state_dict(base_state, strict=False)
     torch.manual_seed(seed + 7)
     model.head.reset_parameters()
     return model

@@ -1,4 +1,4 @@
-"""Set-up shared by the mini-paper tests, as for the library's tests."""
+"""Set-up every test in the repository shares (tests/ and projects/)."""
 import warnings
 
 # mmcv (installed without its compiled ops) warns on import; silence it
@@ -9,8 +9,9 @@ warnings.filterwarnings(
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# One intra-op thread: the models are tiny, and a second OpenMP thread on a
-# busy core makes every op wait.
+# One intra-op thread: the test models are tiny, and on a shared 2-core
+# machine a second OpenMP thread makes every op wait for a busy core (100x
+# slower).
 torch.set_num_threads(1)
 
 
