@@ -20,10 +20,11 @@ import mmseg_vpt  # noqa: F401
 import mmseg_vpt.vtab.dataset  # noqa: F401  (registers VTABDataset)
 from mmseg_vpt.datasets.synthetic_vtab import SHAPES, make_synthetic_vtab
 from mmseg_vpt.models.necks import TokenPooling
+from mmseg_vpt.vtab import folders
 from mmseg_vpt.vtab.dataset import VTABListError, read_vtab_list
 from mmseg_vpt.vtab.report import (format_report, load_results, report,
                                    summarize)
-from mmseg_vpt.vtab.sweep import select_best
+from mmseg_vpt.vtab.sweep import SweepSettings, run_sweep, select_best
 from mmseg_vpt.vtab.tasks import (GROUPS, METHODS, PAPER_GROUP_MEANS, TASKS,
                                   VIT_DEEP_PROMPT_LENGTH, render_task_config,
                                   tasks_in_group)
@@ -663,6 +664,54 @@ def test_selection_prefers_val_top1_then_smaller_lr_and_wd():
             dict(lr=0.5, wd=0.0, top1=80.0), dict(lr=50.0, wd=0.0,
                                                    top1=79.9)]
     assert select_best(grid) == dict(lr=0.5, wd=0.0, top1=80.0)
+
+
+def test_sweep_without_folders_or_package_data_names_the_options(
+        monkeypatch, tmp_path):
+    """Without mmseg_vpt/.mim (a checkout) the library sweep needs its
+    tools and configs folders; each error names the option to pass."""
+    monkeypatch.setattr(folders, 'PACKAGE_DATA', '.absent')
+    args = dict(work_dir=str(tmp_path), tasks=['dtd'], lrs=[1.0],
+                wds=[0.0], seeds=[0], dry_run=True)
+    tools, configs = str(REPO / 'tools'), str(REPO / 'configs')
+    for given, error in [
+            ({}, r'pass tools_dir \(--tools-dir\)'),
+            (dict(tools_dir=tools), r'pass configs_dir \(--configs-dir\)'),
+            (dict(tools_dir=configs, configs_dir=configs),
+             'folder that holds train.py and test.py'),
+            (dict(tools_dir=tools, configs_dir=str(REPO)),
+             'folder that holds vtab/_base_/'),
+            (dict(tools_dir=tools, configs_dir=str(tmp_path / 'none')),
+             r'configs_dir \(--configs-dir\): no such folder')]:
+        with pytest.raises(FileNotFoundError, match=error):
+            run_sweep(SweepSettings(**given, **args), log=print)
+    log: List[str] = []
+    assert run_sweep(SweepSettings(tools_dir=tools, configs_dir=configs,
+                                   **args), log=log.append) == 0
+    config = tmp_path / 'vpt-deep' / 'dtd' / 'config.py'
+    assert f'  {PYTHON} {REPO}/tools/train.py {config} ' in '\n'.join(log)
+    assert config.read_text() == ('# dtd: the checked-in config\n'
+                                  f"_base_ = ['{REPO}/configs/vtab/dtd.py']\n")
+
+
+def test_sweep_tool_runs_its_own_folders_unless_given_others(tmp_path,
+                                                              capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'vtab_sweep', REPO / 'tools/vtab_sweep.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = ['--tasks', 'dtd', '--lrs', '1', '--wds', '0', '--seeds', '0',
+            '--gpus', '0', '--dry-run', '--work-dir', str(tmp_path)]
+    assert tool.main(args) == 0
+    assert f' {REPO}/tools/test.py ' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=f'error: {tmp_path}/train.py not '
+                       r'found: tools_dir \(--tools-dir\) must be'):
+        tool.main(args + ['--tools-dir', str(tmp_path)])
+    with pytest.raises(SystemExit, match=f'error: {tmp_path}/vtab/_base_ '
+                       'not found'):
+        tool.main(['--method', 'linear', '--write-configs',
+                   str(tmp_path / 'out'), '--configs-dir', str(tmp_path)])
 
 
 def write_result(root: Path, method: str, task: str, seed: int,

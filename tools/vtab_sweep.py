@@ -13,16 +13,25 @@ means beside the paper's). Jobs are subprocesses of tools/train.py and
 tools/test.py; finished jobs are skipped, so rerunning the same command
 resumes. The logic lives in mmseg_vpt/vtab/sweep.py; tools/fgvc_sweep.py is
 this tool for the FGVC benchmark.
+
+The jobs run the train.py / test.py beside this tool on the configs/ beside
+its folder (--tools-dir / --configs-dir to choose others); that holds for a
+checkout and for the copies an installed wheel carries in mmseg_vpt/.mim/.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
 # Work from a source checkout that is not pip-installed.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from mmseg_vpt.vtab.sweep import (VTAB, Benchmark,  # noqa: E402
                                   SweepSettings, run_sweep)
+
+CONFIGS_DIR = osp.join(ROOT, 'configs')
+TOOLS_DIR = osp.join(ROOT, 'tools')
 
 
 def parse_args(argv=None,
@@ -63,6 +72,12 @@ def parse_args(argv=None,
     parser.add_argument('--work-dir', default=b.work_dir,
                         help='where runs and tables go '
                         f'(default: {b.work_dir})')
+    parser.add_argument('--configs-dir', default=CONFIGS_DIR,
+                        help=f'the configs folder holding {b.config_folder}/'
+                        f' (default: {CONFIGS_DIR})')
+    parser.add_argument('--tools-dir', default=TOOLS_DIR,
+                        help='the folder of the train.py and test.py the '
+                        f'jobs run (default: {TOOLS_DIR})')
     parser.add_argument('--gpus', type=int, default=None,
                         help='run this many jobs at a time, one GPU each '
                         '(default: all visible GPUs; 0 = CPU, one job at a '
@@ -83,11 +98,11 @@ def parse_args(argv=None,
 
 
 def write_configs(method: str, tasks, out_dir: str,
-                  benchmark: Benchmark = VTAB) -> None:
-    import os
-    os.makedirs(out_dir, exist_ok=True)
-    base_dir = osp.relpath(benchmark.config_dir / '_base_',
+                  benchmark: Benchmark = VTAB,
+                  configs_dir: str = CONFIGS_DIR) -> None:
+    base_dir = osp.relpath(benchmark.config_dir(configs_dir) / '_base_',
                            osp.abspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
     for task in tasks:
         path = osp.join(out_dir, f'{task}.py')
         with open(path, 'w') as f:
@@ -101,8 +116,11 @@ def main(argv=None, benchmark: Benchmark = VTAB) -> int:
         unknown = [t for t in args.tasks if t not in benchmark.tasks]
         if unknown:
             sys.exit(f'error: not {benchmark.name} tasks: {unknown}')
-        write_configs(args.method, args.tasks, args.write_configs,
-                      benchmark)
+        try:
+            write_configs(args.method, args.tasks, args.write_configs,
+                          benchmark, args.configs_dir)
+        except FileNotFoundError as e:
+            sys.exit(f'error: {e}')
         return 0
     gpus = args.gpus
     if gpus is None:
@@ -116,10 +134,14 @@ def main(argv=None, benchmark: Benchmark = VTAB) -> int:
             num_classes=getattr(args, 'num_classes', None),
             cfg_options=args.cfg_options, gpus=gpus,
             delete_checkpoints=args.delete_checkpoints,
-            dry_run=args.dry_run, benchmark=benchmark)
+            dry_run=args.dry_run, benchmark=benchmark,
+            configs_dir=args.configs_dir, tools_dir=args.tools_dir)
     except ValueError as e:
         sys.exit(f'error: {e}')
-    failed = run_sweep(settings, log=lambda msg: print(msg, flush=True))
+    try:
+        failed = run_sweep(settings, log=lambda msg: print(msg, flush=True))
+    except FileNotFoundError as e:
+        sys.exit(f'error: {e}')
     return 1 if failed else 0
 
 

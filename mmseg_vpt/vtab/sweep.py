@@ -34,6 +34,11 @@ Another benchmark with the same protocol (FGVC: :data:`mmseg_vpt.fgvc.
 benchmark.FGVC`) runs through the same code with its own
 :class:`Benchmark` (task table, configs, splits, data root, report
 table); :data:`VTAB` is the default everywhere.
+
+The jobs run ``train.py`` and ``test.py`` of a tools folder on the configs
+of a configs folder (``SweepSettings.tools_dir`` / ``configs_dir``, the
+tools' ``--tools-dir`` / ``--configs-dir``); when none is given, the
+copies an installed wheel carries (:mod:`mmseg_vpt.vtab.folders`).
 """
 import json
 import os
@@ -48,32 +53,15 @@ from pathlib import Path
 from queue import Queue
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .folders import configs_folder, tools_folder
 from .report import (FINAL_STAGE, RESULT_FILE, VTAB_TABLE, ResultTable,
                      format_report, load_results, summarize)
-from .tasks import Method, render_task_config
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / 'configs' / 'vtab'
-TOOLS_DIR = REPO / 'tools'
+from .table import Method
+from .tasks import render_custom_task_config, render_task_config
 
 GRID_STAGE = 'grid'
 
 Log = Callable[[str], None]
-
-
-def _vtab_custom_task(task: str, method: Method, num_classes: int,
-                      base_dir: Path) -> str:
-    """The config of a generated / custom VTAB task: the method's base
-    with the task lines."""
-    return (f'# custom task {task} ({num_classes} classes), '
-            f'{method.backbone} {method.name}\n'
-            f"_base_ = ['{base_dir / method.base}']\n"
-            f"vtab_task = '{task}'\n"
-            f'model = dict(head=dict(num_classes='
-            f'{num_classes}))\n'
-            'train_dataloader = dict(dataset=dict(task=vtab_task))\n'
-            'val_dataloader = dict(dataset=dict(task=vtab_task))\n'
-            'test_dataloader = dict(dataset=dict(task=vtab_task))\n')
 
 
 @dataclass(frozen=True)
@@ -85,8 +73,9 @@ class Benchmark:
         table: The report's :class:`~mmseg_vpt.vtab.report.ResultTable`
             (task order, methods, paper numbers); its ``key`` goes into
             every result file.
-        config_dir: ``configs/<benchmark>``: ``<task>.py`` are the
-            checked-in ``vpt-deep`` configs, ``_base_/`` the method bases.
+        config_folder: Its folder in a configs folder (``'vtab'``):
+            ``<task>.py`` are the checked-in ``vpt-deep`` configs,
+            ``_base_/`` the method bases.
         render: ``render(task, method, base_dir=...)`` -> config text.
         data_root: Default ``--data-root``.
         work_dir: Default ``--work-dir``.
@@ -98,12 +87,12 @@ class Benchmark:
     """
     name: str
     table: ResultTable
-    config_dir: Path
+    config_folder: str
     render: Callable[..., str]
     data_root: str
     work_dir: str
     splits: Tuple[str, str, str, str]
-    custom_task: Optional[Callable[[str, Method, int, Path], str]] = None
+    custom_task: Optional[Callable[[str, Method, int, str], str]] = None
 
     @property
     def tasks(self) -> Tuple[str, ...]:
@@ -115,13 +104,24 @@ class Benchmark:
                              f'from {list(self.table.methods)}')
         return self.table.methods[name]
 
+    def config_dir(self, configs_dir: Optional[str] = None) -> Path:
+        """``<configs>/<config_folder>`` (absolute) of the configs folder
+        ``configs_dir``, or of the installed package's when None."""
+        folder = configs_folder(configs_dir) / self.config_folder
+        if not (folder / '_base_').is_dir():
+            raise FileNotFoundError(
+                f'{folder / "_base_"} not found: configs_dir '
+                '(--configs-dir) must be the configs/ folder that holds '
+                f'{self.config_folder}/_base_/')
+        return folder
+
 
 VTAB = Benchmark(
-    name='VTAB-1k', table=VTAB_TABLE, config_dir=CONFIG_DIR,
+    name='VTAB-1k', table=VTAB_TABLE, config_folder='vtab',
     render=render_task_config, data_root='data/vtab-1k',
     work_dir='work_dirs/vtab_sweep',
     splits=('train800', 'val200', 'train800val200', 'test'),
-    custom_task=_vtab_custom_task)
+    custom_task=render_custom_task_config)
 
 
 def _num(x: float) -> str:
@@ -147,6 +147,8 @@ class SweepSettings:
     delete_checkpoints: bool = False
     dry_run: bool = False
     benchmark: Benchmark = VTAB
+    configs_dir: Optional[str] = None  # None: the installed package's
+    tools_dir: Optional[str] = None  # None: the installed package's
 
     def __post_init__(self):
         b = self.benchmark
@@ -177,6 +179,21 @@ class SweepSettings:
     @property
     def method_dir(self) -> Path:
         return Path(self.work_dir) / self.method
+
+    def config_dir(self) -> Path:
+        """The benchmark's folder of the configs folder in use."""
+        return self.benchmark.config_dir(self.configs_dir)
+
+    def tools(self) -> Path:
+        """The tools folder in use, holding ``train.py`` and ``test.py``."""
+        folder = tools_folder(self.tools_dir)
+        for tool in ('train.py', 'test.py'):
+            if not (folder / tool).is_file():
+                raise FileNotFoundError(
+                    f'{folder / tool} not found: tools_dir (--tools-dir) '
+                    'must be the tools/ folder that holds train.py and '
+                    'test.py')
+        return folder
 
 
 @dataclass
@@ -215,20 +232,22 @@ def write_task_config(settings: SweepSettings, task: str,
     """The config the task's jobs run: ``configs/<benchmark>/<task>.py``
     for ``vpt-deep`` (so edits there apply), else the method's base with
     the task lines (the benchmark's ``render``)."""
+    config_dir = settings.config_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / 'config.py'
     b = settings.benchmark
-    checked_in = b.config_dir / f'{task}.py'
+    checked_in = config_dir / f'{task}.py'
     if settings.method == 'vpt-deep' and checked_in.is_file():
         text = (f'# {task}: the checked-in config\n'
                 f"_base_ = ['{checked_in}']\n")
     elif task in b.tasks:
         text = b.render(task, settings.method,
-                        base_dir=str(b.config_dir / '_base_'))
+                        base_dir=str(config_dir / '_base_'))
     else:
         # a generated / custom task: the method's base with the task lines
         text = b.custom_task(task, b.method(settings.method),
-                             settings.num_classes, b.config_dir / '_base_')
+                             settings.num_classes,
+                             str(config_dir / '_base_'))
     if not config.is_file() or config.read_text() != text:
         config.write_text(text)
     return config
@@ -335,11 +354,7 @@ class Runner:
             self.devices.put(device)
         self.workers = max(1, settings.gpus)
         self.failures: List[str] = []
-        for tool in ('train.py', 'test.py'):
-            if not (TOOLS_DIR / tool).is_file():
-                raise FileNotFoundError(
-                    f'{TOOLS_DIR / tool} not found: the sweep runs the '
-                    "repository's tools/ (use a source checkout)")
+        self.tools = settings.tools()
 
     def _say(self, msg: str) -> None:
         with self._lock:
@@ -365,11 +380,11 @@ class Runner:
                             + '\n'.join('    ' + t for t in tail))
 
     def commands(self, job: Job) -> List[List[str]]:
-        train = [self.s.python, TOOLS_DIR / 'train.py', job.config,
+        train = [self.s.python, self.tools / 'train.py', job.config,
                  '--work-dir', job.work_dir, '--cfg-options', *job.options]
         if job.stage == GRID_STAGE:
             return [train]
-        test = [self.s.python, TOOLS_DIR / 'test.py', job.config,
+        test = [self.s.python, self.tools / 'test.py', job.config,
                 '<last checkpoint>', '--work-dir', job.work_dir / 'test',
                 '--cfg-options', *job.options]
         return [train, test]
