@@ -84,7 +84,7 @@ from .base import (MERGED_META_KEY, TUNED_META_KEY, BaseSpec,
                    find_base)
 from .loading import (PARTIAL_HINT, check_state_fits, checkpoint_state,
                       extract_tuned, load_tuned_checkpoint, merge_tuned,
-                      model_from_config, tuned_record)
+                      model_from_config, strip_module_prefix, tuned_record)
 from .saving import (TunedPlan, TunedSplit, freeze_policy, is_tuned_checkpoint,
                      plan_tuned, split_tuned, state_bytes, trainable_keys)
 
@@ -100,5 +100,5 @@ __all__ = [
     'TunedSplit', 'check_state_fits', 'checkpoint_state', 'extract_tuned',
     'load_base_weights', 'load_into_backbone', 'load_tuned_checkpoint',
     'merge_tuned', 'model_from_config', 'PARTIAL_HINT', 'read_checkpoint',
-    'resolve_base_file', 'StateFit', 'tuned_record'
+    'resolve_base_file', 'StateFit', 'strip_module_prefix', 'tuned_record'
 ]

@@ -24,7 +24,7 @@ def _log(msg: str, level=logging.INFO) -> None:
     print_log(msg, logger='current', level=level)
 
 
-def _strip_module_prefix(state: Mapping[str, torch.Tensor]) -> StateDict:
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> StateDict:
     """mmengine's ``revise_keys`` default: drop a leading ``module.``."""
     def strip(key: str) -> str:
         return key[7:] if key.startswith('module.') else key
@@ -99,7 +99,7 @@ def checkpoint_state(model: nn.Module, checkpoint: Mapping,
     mmengine loads it; :func:`load_tuned_checkpoint` loads it itself.
     """
     net = unwrap_model(model)
-    state = _strip_module_prefix(checkpoint['state_dict'])
+    state = strip_module_prefix(checkpoint['state_dict'])
     record = tuned_record(checkpoint, source)
     if record is not None and getattr(net, record.module, None) is None:
         raise CheckpointMismatch(
@@ -173,7 +173,7 @@ def extract_tuned(model: nn.Module,
     source = checkpoint if isinstance(checkpoint, str) else 'the checkpoint'
     if is_tuned_checkpoint(ckpt):
         ckpt = merge_tuned(model, ckpt, check_base_hash, base_path)
-    full = _strip_module_prefix(ckpt['state_dict'])
+    full = strip_module_prefix(ckpt['state_dict'])
     check_state_fits(model, full, source)
     plan = plan_tuned(model, base_path=base_path, state_dict=full,
                       require=True)

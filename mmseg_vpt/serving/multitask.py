@@ -44,8 +44,7 @@ from ..apis.inference import class_meta, inference_pipeline, read_image
 from ..checkpoint import (PARTIAL_HINT, BaseWeightsMismatch,
                           CheckpointMismatch, check_state_fits,
                           file_sha256, pretrained_checkpoint, read_checkpoint,
-                          tuned_record)
-from ..checkpoint.loading import _strip_module_prefix
+                          strip_module_prefix, tuned_record)
 from ..models.pixel_prompts import PaddingPromptMixin
 from ..utils.checkpoints import local_checkpoint_path
 from ..utils.config import read_config
@@ -357,7 +356,7 @@ class MultiTaskSegmentor(nn.Module):
         """The file's tensors for ``model`` (a plain dict: no base record
         in its metadata). Backbone tensors beyond the prompts must equal the
         shared backbone's (a full checkpoint's do) and are dropped."""
-        state = _strip_module_prefix(ckpt['state_dict'])
+        state = strip_module_prefix(ckpt['state_dict'])
         own = model.state_dict()
         shared = self.backbone.state_dict()
         frozen = [k for k in state if k.startswith('backbone.')

@@ -6,7 +6,7 @@
 # (frozen_eval; its dropout and drop-path are 0 anyway).
 # Learning rate: the prompt grid's rates (up to 50) are meant for prompts
 # and heads; tools/vtab_sweep.py --method partial-1 searches
-# mmseg_vpt.vtab.tasks.FULL_FT_LRS (our default), and base_lr is its middle.
+# mmseg_vpt.vtab.table.FULL_FT_LRS (our default), and base_lr is its middle.
 _base_ = ['./vit-b16_linear.py']
 base_lr = 0.001
 model = dict(backbone=dict(partial_k=1))

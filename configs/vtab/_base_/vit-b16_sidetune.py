@@ -12,7 +12,7 @@
 # 'pretrain/alexnet-owt-7be5be79.pth')) (torchvision's file; its
 # classifier is ignored).
 # Learning rate: tools/vtab_sweep.py --method sidetune searches
-# mmseg_vpt.vtab.tasks.FULL_FT_LRS (our default: a side network trained
+# mmseg_vpt.vtab.table.FULL_FT_LRS (our default: a side network trained
 # from scratch diverges at the prompt grid's rates); base_lr is its middle.
 _base_ = ['./vit-b16_linear.py']
 base_lr = 0.001
