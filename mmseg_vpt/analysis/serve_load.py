@@ -40,6 +40,7 @@ from mmengine.config import ConfigDict
 from ..checkpoint.synthetic import random_base_state, random_task_checkpoint
 from ..serving import MultiTaskSegmentor
 from ..utils.config import read_config
+from ..utils.files import save_atomically
 from .serve_baselines import task_names
 
 #: class count and prompt length of task ``i`` (cycled past eight tasks)
@@ -76,8 +77,7 @@ def prepare_task_files(config: str, work_dir: str, num_tasks: int,
     base = osp.join(work_dir, 'base.pth')
     cfg = read_config(config)
     if not osp.isfile(base):
-        torch.save(random_base_state(cfg, seed=0), base + '.tmp')
-        os.replace(base + '.tmp', base)
+        save_atomically(random_base_state(cfg, seed=0), base)
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=base)
     files = []
     for i in range(num_tasks):
@@ -94,9 +94,8 @@ def prepare_task_files(config: str, work_dir: str, num_tasks: int,
         rng = np.random.default_rng(i)
         meta = dict(classes=[f't{i}-c{c}' for c in range(classes)],
                     palette=rng.integers(0, 256, (classes, 3)).tolist())
-        torch.save(random_task_checkpoint(tcfg, 100 + i, 0.02, meta),
-                   path + '.tmp')
-        os.replace(path + '.tmp', path)
+        save_atomically(random_task_checkpoint(tcfg, 100 + i, 0.02, meta),
+                        path)
         print(f'[{i + 1}/{num_tasks}] wrote {path}', file=sys.stderr)
     return dict(base=base, files=files)
 

@@ -1,7 +1,8 @@
 """Files a run writes and reads back: atomic writes, and the checkpoint a
 work dir's ``last_checkpoint`` names.
 
-* :func:`replace_atomically` / :func:`write_text_atomically`: a file is
+* :func:`replace_atomically` / :func:`write_text_atomically` /
+  :func:`save_atomically`: a file is
   written under a temporary name in its own directory, fsynced, then renamed
   over the target, so a kill (or a power cut) leaves either the old file or
   the new one, never a part.
@@ -14,6 +15,7 @@ import os
 import os.path as osp
 from typing import Optional
 
+import torch
 from mmengine.logging import print_log
 
 LAST_CHECKPOINT = 'last_checkpoint'
@@ -53,6 +55,14 @@ def write_text_atomically(path: str, text: str) -> None:
     tmp = osp.join(osp.dirname(path), partial_name(osp.basename(path)))
     with open(tmp, 'w') as f:
         f.write(text)
+    replace_atomically(tmp, path)
+
+
+def save_atomically(obj, path: str) -> None:
+    """``torch.save`` ``obj`` to ``path``: readers see the old file or the
+    whole new one."""
+    tmp = osp.join(osp.dirname(path), partial_name(osp.basename(path)))
+    torch.save(obj, tmp)
     replace_atomically(tmp, path)
 
 

@@ -53,6 +53,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..utils.files import write_text_atomically
 from .folders import configs_folder, tools_folder
 from .report import (FINAL_STAGE, RESULT_FILE, VTAB_TABLE, ResultTable,
                      format_report, load_results, summarize)
@@ -422,9 +423,9 @@ class Runner:
                     ckpt.unlink()
                 record['checkpoint'] = None
         record['seconds'] = round(time.time() - start, 1)
-        tmp = job.result_file.with_suffix('.tmp')
-        tmp.write_text(json.dumps(record, indent=2) + '\n')
-        tmp.replace(job.result_file)  # atomic: a result file is complete
+        # atomic: a result file is complete or absent
+        write_text_atomically(str(job.result_file),
+                              json.dumps(record, indent=2) + '\n')
         return record
 
     def run(self, jobs: Sequence[Job], title: str) -> List[dict]:

@@ -16,6 +16,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
+import mmseg_vpt  # noqa: E402,F401  (registers the backbones)
+from mmseg_vpt.checkpoint.synthetic import random_base_state  # noqa: E402
+from mmseg_vpt.utils.config import read_config  # noqa: E402
+from mmseg_vpt.utils.files import save_atomically  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,16 +28,10 @@ def main(argv=None) -> int:
     parser.add_argument('out')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    import torch
-    from mmengine.config import Config
-
-    import mmseg_vpt  # noqa: F401
-    from mmseg_vpt.checkpoint.synthetic import random_base_state
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config, key='argument CONFIG')
     state = random_base_state(cfg, args.seed)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save(state, args.out + '.tmp')
-    os.replace(args.out + '.tmp', args.out)
+    save_atomically(state, args.out)
     n = sum(v.numel() for v in state.values())
     print(f'wrote {args.out}: {cfg.model.backbone.type}, {n:,} values '
           f'(seed {args.seed})')
