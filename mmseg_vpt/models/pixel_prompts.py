@@ -25,7 +25,7 @@ locations of :mod:`~mmseg_vpt.models.prompt_locations` draw them).
 Segmentation maps are cropped back to the image (:func:`crop_to_image`).
 """
 import warnings
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -179,7 +179,8 @@ class PaddingPromptMixin(PromptTuningMixin):
                              img_size: Union[int, Tuple[int, int]],
                              prompt_init: str, crop_outputs: bool,
                              frozen_exclude: Sequence[str],
-                             frozen_eval: bool) -> None:
+                             frozen_eval: bool,
+                             frozen_dtype: Optional[str] = None) -> None:
         if not isinstance(crop_outputs, bool):
             raise ValueError(f'crop_outputs must be True or False, got '
                              f'{crop_outputs!r}')
@@ -192,7 +193,8 @@ class PaddingPromptMixin(PromptTuningMixin):
             stage_dims=[in_channels], stage_depths=[1], prompt_length=0,
             prompt_layers='deep', prompt_dropout=0.0, prompt_init='uniform',
             init_patch_size=1, init_dims=in_channels,
-            frozen_exclude=frozen_exclude, frozen_eval=frozen_eval)
+            frozen_exclude=frozen_exclude, frozen_eval=frozen_eval,
+            frozen_dtype=frozen_dtype)
         self.prompt_init = prompt_init  # the border's, for the task files
         self.prompt_pad = self.pad_prompt.pad
         if not all(p.requires_grad for p in self.pad_prompt.parameters()):

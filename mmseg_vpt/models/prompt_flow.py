@@ -36,9 +36,10 @@ def splice_prompts(tokens: torch.Tensor, prompts: torch.Tensor, start: int,
                    num_old: int) -> torch.Tensor:
     """Put ``prompts`` at ``tokens[:, start:]``, replacing the ``num_old``
     prompt outputs of the previous layer that sit there (VPT-deep discards
-    them)."""
-    return torch.cat(
-        [tokens[:, :start], prompts, tokens[:, start + num_old:]], dim=1)
+    them). The prompts take the tokens' type (a backbone whose frozen
+    weights are bfloat16 keeps its whole sequence in it)."""
+    return torch.cat([tokens[:, :start], prompts.to(tokens.dtype),
+                      tokens[:, start + num_old:]], dim=1)
 
 
 class PromptFlow:
@@ -68,7 +69,8 @@ class PromptFlow:
         if prompts is None:
             return x
         if self.host.prompt_location == 'add':  # onto the patch tokens
-            return torch.cat([x[:, :start], x[:, start:] + prompts], dim=1)
+            return torch.cat(
+                [x[:, :start], x[:, start:] + prompts.to(x.dtype)], dim=1)
         x = splice_prompts(x, prompts, start,
                            self.count if num_old is None else num_old)
         self.count = prompts.shape[1]
@@ -139,7 +141,8 @@ class MixedPromptFlow(PromptFlow):
                 p, (0, 0, 0, self.slots - p.shape[0])))
         like = next(r for r in rows if r is not None)
         rows = [torch.zeros_like(like) if r is None else r for r in rows]
-        prompts = torch.stack(rows).index_select(0, self.sample_sets)
+        prompts = torch.stack(rows).index_select(0, self.sample_sets).to(
+            x.dtype)
         if num_old and not bool(fresh.all()):
             old = x[:, start:start + num_old]
             prompts = torch.where(fresh[:, None, None], prompts, old)

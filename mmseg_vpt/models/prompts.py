@@ -8,8 +8,9 @@ method that does not depend on the backbone's architecture:
 * how the prompt parameters are laid out and initialised,
 * how prompts are fetched for a layer (projection, dropout, batch expansion)
   and spliced into a token sequence,
-* which parameters stay trainable (``frozen_exclude``) and keeping the frozen
-  part in eval mode.
+* which parameters stay trainable (``frozen_exclude``), keeping the frozen
+  part in eval mode, and storing it in low precision (``frozen_dtype``,
+  with :func:`frozen_precision` on the host's ``forward``).
 
 A backbone mixes in :class:`PromptTuningMixin`, calls
 :meth:`~PromptTuningMixin.init_prompt_tuning` once its layers exist, and in
@@ -18,6 +19,7 @@ prompts into the sequence (:mod:`~mmseg_vpt.models.prompt_flow`). The
 backbone only decides *where* prompts enter and leave its token sequence.
 """
 import contextlib
+import functools
 import math
 import warnings
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -38,7 +40,8 @@ from .prompt_locations import (PIXEL_LOCATIONS, PROMPT_LOCATIONS,
 from .prompt_token_init import TOKEN_INIT_METHODS, TokenInitFlow
 
 __all__ = ['PromptTuningMixin', 'resolve_prompt_layers', 'splice_prompts',
-           'uniform_init_bound', 'check_frozen_exclude']
+           'uniform_init_bound', 'check_frozen_exclude', 'frozen_precision',
+           'resolve_frozen_dtype', 'FROZEN_DTYPES']
 
 PromptLayers = Union[str, Sequence[int]]
 
@@ -48,6 +51,56 @@ PROMPT_INITS = ('uniform', 'normal')
 # paper's output ablation): the class token, or the mean of the image
 # patch tokens, of the prompt tokens, or of every token
 CLS_FEATURES = ('cls', 'image-pool', 'prompt-pool', 'global-pool')
+
+# storage types of frozen weights (``frozen_dtype``), by config spelling
+FROZEN_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
+                 'fp16': torch.float16, 'float16': torch.float16}
+# modules whose weight and bias must share a type on CPU
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+
+
+def resolve_frozen_dtype(frozen_dtype) -> Optional[str]:
+    """The canonical name (``'bfloat16'`` / ``'float16'``) of a
+    ``frozen_dtype`` setting, or None for float32 (unchanged weights)."""
+    if frozen_dtype is None or frozen_dtype in ('fp32', 'float32',
+                                                torch.float32):
+        return None
+    if isinstance(frozen_dtype, torch.dtype) and \
+            frozen_dtype in FROZEN_DTYPES.values():
+        return str(frozen_dtype).replace('torch.', '')
+    if isinstance(frozen_dtype, str) and frozen_dtype in FROZEN_DTYPES:
+        return str(FROZEN_DTYPES[frozen_dtype]).replace('torch.', '')
+    raise ValueError(
+        f'frozen_dtype must be None (float32), {sorted(FROZEN_DTYPES)} or '
+        f'a torch.bfloat16 / torch.float16 dtype, got {frozen_dtype!r}')
+
+
+def _float32(out):
+    """``out`` (tensors in nested tuples / lists) with floating tensors
+    as float32, the type the heads' weights have."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_float32(o) for o in out)
+    return out
+
+
+def frozen_precision(forward):
+    """Decorate a VPT backbone's ``forward(inputs, ...)``: with a
+    ``frozen_dtype``, run it under ``torch.autocast`` to that type on the
+    inputs' device (frozen weights are stored in it; trainable ones stay
+    float32 and are cast per op, so their gradients and optimizer state are
+    float32) and hand float32 outputs to the heads. Without one, the
+    forward runs unchanged."""
+    @functools.wraps(forward)
+    def run(self, inputs, *args, **kwargs):
+        name = getattr(self, 'frozen_dtype', None)
+        if name is None:
+            return forward(self, inputs, *args, **kwargs)
+        with torch.autocast(inputs.device.type, dtype=FROZEN_DTYPES[name]):
+            out = forward(self, inputs, *args, **kwargs)
+        return _float32(out)
+    return run
 
 
 def resolve_prompt_layers(prompt_layers: PromptLayers,
@@ -155,7 +208,8 @@ class PromptTuningMixin:
                            layer_prefixes: Sequence[str] = (),
                            final_norm_prefixes: Sequence[str] = (),
                            prompt_location: str = 'prepend',
-                           prompt_shared: bool = False) -> None:
+                           prompt_shared: bool = False,
+                           frozen_dtype=None) -> None:
         """Create the prompts (and, with ``adapter_reduction``, an adapter
         after each of ``adapter_mlps``, (MLP, output width) pairs: the
         paper's Adapter baseline, :mod:`~mmseg_vpt.models.adapters`) and
@@ -166,7 +220,10 @@ class PromptTuningMixin:
         ``prompt_location`` (:mod:`~mmseg_vpt.models.prompt_locations`; a
         host lists the ones it supports in ``prompt_locations``) and
         ``prompt_shared`` (one prompt set per stage, used by every prompted
-        layer) are the paper's prompt ablations.
+        layer) are the paper's prompt ablations. ``frozen_dtype``
+        (``'bf16'`` / ``'fp16'``) stores the frozen parameters in that type
+        (:meth:`store_frozen`); the host decorates its ``forward`` with
+        :func:`frozen_precision`.
 
         Must run after the host has built all of its own parameters, so that
         freezing sees them all.
@@ -193,6 +250,7 @@ class PromptTuningMixin:
                 f'backbone of constant width; got {prompt_proj_dims!r} for '
                 f'widths {list(stage_dims)}')
 
+        self.frozen_dtype = resolve_frozen_dtype(frozen_dtype)
         self.prompt_length = prompt_length
         self.prompt_init = prompt_init
         self.prompt_location = prompt_location
@@ -292,6 +350,31 @@ class PromptTuningMixin:
                 f'frozen_exclude={self.frozen_exclude} freezes the prompts, '
                 'so fixed random prompts enter the backbone. Use '
                 'prompt_length=0 for head-only or bias tuning.')
+        self.store_frozen()
+
+    def store_frozen(self) -> None:
+        """Store the frozen floating parameters in :attr:`frozen_dtype`
+        (with the buffers of norm layers that are wholly frozen), in place:
+        parameter objects stay, so later loads copy into the new type.
+
+        A norm layer with a trainable parameter (Bias tuning, Partial-k)
+        keeps float32 throughout: on CPU a norm's weight and bias must share
+        a type. Everything that trains stays float32."""
+        if self.frozen_dtype is None:
+            return
+        dtype = FROZEN_DTYPES[self.frozen_dtype]
+        for module in self.modules():
+            own = list(module.parameters(recurse=False))
+            if isinstance(module, _NORMS) and any(p.requires_grad
+                                                   for p in own):
+                continue
+            for p in own:
+                if not p.requires_grad and p.is_floating_point():
+                    p.data = p.data.to(dtype)
+            if isinstance(module, _NORMS) and own:
+                for name, buf in module.named_buffers(recurse=False):
+                    if buf.is_floating_point():
+                        setattr(module, name, buf.to(dtype))
 
     def prompt_tensors(self) -> List[torch.Tensor]:
         """The per-stage prompt tensors, in stage order."""
@@ -300,6 +383,11 @@ class PromptTuningMixin:
         if isinstance(self.prompt_embeddings, nn.ParameterList):
             return list(self.prompt_embeddings)
         return [self.prompt_embeddings]
+
+    def layer_modules(self) -> List[nn.Module]:
+        """The backbone's layers in execution order: the units prompts
+        enter, and the units a sharded backbone is split into."""
+        raise NotImplementedError
 
     # prompt locations this backbone supports (prompt_locations.py)
     prompt_locations: Tuple[str, ...] = ('prepend', )

@@ -2,12 +2,13 @@
 configs) with padding prompts: VPT for ConvNets
 (:mod:`~mmseg_vpt.models.pixel_prompts`). Needs mmpretrain (setup.py extra
 ``cls``)."""
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from mmpretrain.models.backbones import ConvNeXt
 from mmseg.registry import MODELS
 
 from ..pixel_prompts import PaddingPromptMixin
+from ..prompts import frozen_precision
 
 
 @MODELS.register_module()
@@ -30,6 +31,8 @@ class VPTConvNeXt(PaddingPromptMixin, ConvNeXt):
             (segmentation). Must be False with
             ``gap_before_final_norm=True`` (pooled classification outputs,
             mmpretrain's default). Default: True.
+        frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'``, as for
+            ``VPTVisionTransformer``. Default: None (float32).
         **kwargs: Arguments of mmpretrain's ``ConvNeXt``.
     """
 
@@ -43,6 +46,7 @@ class VPTConvNeXt(PaddingPromptMixin, ConvNeXt):
                  crop_outputs: bool = True,
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
+                 frozen_dtype: Optional[str] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if crop_outputs and self.gap_before_final_norm:
@@ -53,7 +57,12 @@ class VPTConvNeXt(PaddingPromptMixin, ConvNeXt):
                 'gap_before_final_norm=False for segmentation')
         self.init_padding_prompts(
             self.downsample_layers[0][0].in_channels, prompt_pad, img_size,
-            prompt_init, crop_outputs, frozen_exclude, frozen_eval)
+            prompt_init, crop_outputs, frozen_exclude, frozen_eval,
+            frozen_dtype)
 
+    def layer_modules(self):
+        return list(self.stages)
+
+    @frozen_precision
     def forward(self, x):
         return self.pad_and_run(super().forward, x)

@@ -1,12 +1,13 @@
 """mmseg's ResNet (and ResNetV1c, the stem of mmseg's segmentation
 configs) with padding prompts: VPT for ConvNets
 (:mod:`~mmseg_vpt.models.pixel_prompts`)."""
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from mmseg.models.backbones import ResNet
 from mmseg.registry import MODELS
 
 from ..pixel_prompts import PaddingPromptMixin
+from ..prompts import frozen_precision
 
 
 @MODELS.register_module()
@@ -40,6 +41,8 @@ class VPTResNet(PaddingPromptMixin, ResNet):
         frozen_eval (bool): Keep a (partly) frozen ResNet in eval mode while
             training, so its BatchNorm statistics stay the pretrained ones.
             Default: True.
+        frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'``, as for
+            ``VPTVisionTransformer``. Default: None (float32).
         **kwargs: Arguments of mmseg's ``ResNet``.
     """
 
@@ -52,12 +55,18 @@ class VPTResNet(PaddingPromptMixin, ResNet):
                  crop_outputs: bool = True,
                  frozen_exclude: Sequence[str] = ('prompt', ),
                  frozen_eval: bool = True,
+                 frozen_dtype: Optional[str] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.init_padding_prompts(
             kwargs.get('in_channels', 3), prompt_pad, img_size, prompt_init,
-            crop_outputs, frozen_exclude, frozen_eval)
+            crop_outputs, frozen_exclude, frozen_eval,
+            frozen_dtype)
 
+    def layer_modules(self):
+        return [getattr(self, name) for name in self.res_layers]
+
+    @frozen_precision
     def forward(self, x):
         return self.pad_and_run(super().forward, x)
 

@@ -28,6 +28,7 @@ import functools
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmseg.models.backbones import SwinTransformer
@@ -37,7 +38,7 @@ from mmseg.models.utils.embed import PatchMerging
 from mmseg.registry import MODELS
 
 from ..prompt_flow import PromptFlow
-from ..prompts import PromptLayers, PromptTuningMixin
+from ..prompts import PromptLayers, PromptTuningMixin, frozen_precision
 
 HW = Tuple[int, int]
 
@@ -449,6 +450,8 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             that ``prompt_length=0, frozen_exclude=['all']`` is bit-identical
             to mmseg's ``SwinTransformer``. Can be changed after building
             (``model.fused_attn = False``). Default: True.
+        frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'``, as for
+            ``VPTVisionTransformer``. Default: None (float32).
         **kwargs: Arguments of mmseg's ``SwinTransformer``.
     """
 
@@ -468,6 +471,7 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                  partial_k: int = 0,
                  prompt_shared: bool = False,
                  prompt_location: str = 'prepend',
+                 frozen_dtype: Optional[str] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         for stage in self.stages:
@@ -501,7 +505,8 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
                             for j in range(len(stage.blocks))],
             final_norm_prefixes=[f'norm{i}.' for i in self.out_indices],
             prompt_location=prompt_location,
-            prompt_shared=prompt_shared)
+            prompt_shared=prompt_shared,
+            frozen_dtype=frozen_dtype)
 
     @property
     def fused_attn(self) -> bool:
@@ -514,6 +519,10 @@ class VPTSwinTransformer(PromptTuningMixin, SwinTransformer):
             for block in stage.blocks:
                 block.attn.w_msa.fused_attn = bool(value)
 
+    def layer_modules(self) -> List[nn.Module]:
+        return [block for stage in self.stages for block in stage.blocks]
+
+    @frozen_precision
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..convert import ConversionInfo
 from ..prompt_locations import PROMPT_LOCATIONS
-from ..prompts import PromptLayers, PromptTuningMixin
+from ..prompts import PromptLayers, PromptTuningMixin, frozen_precision
 from ..timm_weights import to_timm_model
 
 # arguments this backbone sets on timm.create_model itself
@@ -112,6 +112,8 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             Default: False.
         with_cp (bool): Gradient checkpointing of each block while
             training. Default: False.
+        frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'``, as for
+            ``VPTVisionTransformer``. Default: None (float32).
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
         prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction,
         partial_k, prompt_location, prompt_shared, cls_feature: As for
@@ -146,6 +148,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                  prompt_location: str = 'prepend',
                  prompt_shared: bool = False,
                  cls_feature: str = 'cls',
+                 frozen_dtype: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
@@ -182,7 +185,8 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                             for i in range(depth)],
             final_norm_prefixes=['timm_model.norm.'] if out_norm else [],
             prompt_location=prompt_location,
-            prompt_shared=prompt_shared)
+            prompt_shared=prompt_shared,
+            frozen_dtype=frozen_dtype)
         self.cls_feature = self.check_cls_feature(cls_feature)
         self._skip_prompts_in_rope()
 
@@ -256,6 +260,10 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         return [out, self.cls_output(x, self.timm_model.num_prefix_tokens,
                                      num_prompts)]
 
+    def layer_modules(self) -> List[nn.Module]:
+        return list(self.timm_model.blocks)
+
+    @frozen_precision
     def forward(self, inputs: torch.Tensor) -> tuple:
         m = self.timm_model
         B = inputs.shape[0]

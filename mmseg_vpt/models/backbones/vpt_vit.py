@@ -23,7 +23,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from ..prompt_flow import additive_key_mask
 from ..prompt_locations import PROMPT_LOCATIONS
-from ..prompts import PromptLayers, PromptTuningMixin
+from ..prompts import PromptLayers, PromptTuningMixin, frozen_precision
 
 
 class SDPAMultiheadAttention(nn.MultiheadAttention):
@@ -202,6 +202,9 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             that ``prompt_length=0, frozen_exclude=['all']`` is bit-identical
             to mmseg's ``VisionTransformer``. Can be changed after building
             (``model.fused_attn = False``). Default: True.
+        frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'`` stores the
+            frozen weights in that type and runs the backbone under autocast
+            to it; what trains stays float32. Default: None (float32).
         **kwargs: Arguments of mmseg's ``VisionTransformer``.
     """
 
@@ -219,6 +222,7 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
                  prompt_location: str = 'prepend',
                  prompt_shared: bool = False,
                  cls_feature: str = 'cls',
+                 frozen_dtype: Optional[str] = None,
                  **kwargs) -> None:
         # the parent's own freezing would run before the prompts exist
         super().__init__(frozen_exclude=['all'], **kwargs)
@@ -246,7 +250,8 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             layer_prefixes=[f'layers.{i}.' for i in range(len(self.layers))],
             final_norm_prefixes=['ln1.'] if self.final_norm else [],
             prompt_location=prompt_location,
-            prompt_shared=prompt_shared)
+            prompt_shared=prompt_shared,
+            frozen_dtype=frozen_dtype)
         self.cls_feature = self.check_cls_feature(cls_feature)
 
     prompt_locations = PROMPT_LOCATIONS
@@ -277,6 +282,10 @@ class VPTVisionTransformer(PromptTuningMixin, VisionTransformer):
             out = [out, self.cls_output(x, num_prefix, num_prompts)]
         return out
 
+    def layer_modules(self) -> List[nn.Module]:
+        return list(self.layers)
+
+    @frozen_precision
     def forward(self, inputs: torch.Tensor) -> tuple:
         B = inputs.shape[0]
         x, hw_shape = self.patch_embed(inputs)
