@@ -96,7 +96,8 @@ def freeze_policy(model: nn.Module, module: str = BASE_MODULE) -> dict:
         total_params=sum(p.numel() for _, p in params))
     for attr in ('frozen_exclude', 'prompt_length', 'prompt_layers',
                  'prompt_init', 'frozen_eval', 'prompt_location',
-                 'prompt_shared', 'prompt_pad', 'partial_k'):
+                 'prompt_shared', 'prompt_pad', 'partial_k',
+                 'frozen_dtype'):
         if hasattr(sub, attr):
             value = getattr(sub, attr)
             policy[attr] = list(value) if isinstance(value,
@@ -148,7 +149,8 @@ class TunedPlan:
             size_bytes=self.base_bytes,
             omitted={k[len(prefix):]: d for k, d in self.omitted.items()},
             abspath=osp.abspath(self.base.checkpoint),
-            config_key=self.base.config_key)
+            config_key=self.base.config_key,
+            frozen_dtype=self.policy.get('frozen_dtype'))
 
     def meta(self, num_tuned: int) -> dict:
         record = self.record()

@@ -140,6 +140,9 @@ class BaseRecord:
     abspath: Optional[str] = None  # ``checkpoint`` resolved when saving
     config_key: str = f'model.{BASE_MODULE}.init_cfg.checkpoint'
     version: int = FORMAT_VERSION
+    # the module's ``frozen_dtype`` when saving (None: float32); the
+    # digests are of the omitted tensors as stored in it
+    frozen_dtype: Optional[str] = None
 
     def to_dict(self) -> dict:
         """Plain types only, so ``torch.load(weights_only=True)`` reads it."""
@@ -164,7 +167,8 @@ class BaseRecord:
             omitted={k[len(prefix):]: d for k, d in meta['omitted'].items()},
             abspath=meta.get('base_abspath'),
             config_key=meta.get('base_config_key', cls.config_key),
-            version=meta.get('version'))
+            version=meta.get('version'),
+            frozen_dtype=meta.get('policy', {}).get('frozen_dtype'))
         out.check_version(source)
         return out
 
@@ -283,8 +287,17 @@ def load_base_weights(module: nn.Module, record: BaseRecord,
         raise TunedCheckpointError(
             f'{source} omits tensors model.{record.module} does not have '
             f'(another architecture?): {preview(absent)}')
-    differ = [k for k, d in record.omitted.items()
-              if tensor_digest(state[k]) != d]
+    differ, rounded, unchecked = [], [], []
+    for key, digest in record.omitted.items():
+        verdict = _reproduces(state[key], digest, record.frozen_dtype,
+                              getattr(module, 'frozen_dtype', None))
+        if verdict is False:
+            differ.append(key)
+        elif verdict == 'rounded':
+            rounded.append(key)
+        elif verdict == 'unchecked':
+            unchecked.append(key)
+    _note_frozen_dtype(record, module, source, rounded, unchecked)
     if differ:
         msg = (f'Loading the base weights {path!r} into model.{record.module} '
                f'did not reproduce {len(differ)} of the {len(record.omitted)} '
@@ -298,6 +311,48 @@ def load_base_weights(module: nn.Module, record: BaseRecord,
     _log(f'{source}: loaded {len(record.omitted)} tensors from the base '
          f'weights {path} (sha256 {sha[:12]}...)')
     return OrderedDict((k, state[k]) for k in record.omitted)
+
+
+def _reproduces(tensor: torch.Tensor, digest: str,
+                saved_dtype: Optional[str], model_dtype: Optional[str]):
+    """Whether a loaded tensor is the one a task file omitted: True;
+    ``'rounded'`` when it equals it after rounding to the saved frozen type
+    (a float32 model running a task trained with low-precision frozen
+    weights); ``'unchecked'`` when the model stores it in a narrower type
+    than the float32 it was saved in, so its digest cannot be compared (the
+    base file's SHA-256 has been checked); else False."""
+    if tensor_digest(tensor) == digest:
+        return True
+    if not tensor.is_floating_point():
+        return False
+    if saved_dtype is not None and tensor.dtype != getattr(torch,
+                                                           saved_dtype):
+        rounded = tensor.to(getattr(torch, saved_dtype))
+        return 'rounded' if tensor_digest(rounded) == digest else False
+    if saved_dtype is None and model_dtype is not None and \
+            tensor.dtype == getattr(torch, model_dtype):
+        return 'unchecked'
+    return False
+
+
+def _note_frozen_dtype(record: BaseRecord, module: nn.Module, source: str,
+                       rounded: List[str], unchecked: List[str]) -> None:
+    """Say when the model stores frozen weights in another type than the
+    task was trained with: its outputs then differ by that rounding."""
+    model_dtype = getattr(module, 'frozen_dtype', None)
+    if (record.frozen_dtype or 'float32') == (model_dtype or 'float32'):
+        return
+    checked = (f'{len(rounded)} omitted tensors equal the base file\'s '
+               f'values rounded to {record.frozen_dtype}' if rounded else
+               f'{len(unchecked)} omitted tensors are checked by the base '
+               'file\'s SHA-256 only (their recorded digests are of float32'
+               ' values)')
+    _log(f'Note: {source} was trained with frozen weights in '
+         f'{record.frozen_dtype or "float32"}, but model.{record.module} '
+         f'stores them in {model_dtype or "float32"} (its frozen_dtype), '
+         f'so outputs differ from training\'s by that rounding; {checked}. '
+         f'Set frozen_dtype={record.frozen_dtype!r} on the backbone to run '
+         'it as trained.', logging.WARNING)
 
 
 def load_into_backbone(module: nn.Module, state_dict: Dict[str, Any],
