@@ -85,6 +85,9 @@ PROTOCOLS: 'OrderedDict[str, dict]' = OrderedDict(
     # prompts start as k-means centres of one batch's tokens at each layer
     vpt_deep_token_init=dict(prompt_layers='deep', frozen_exclude=['prompt'],
                              token_init='kmeans'),
+    # VPT-deep with the frozen backbone stored and run in bfloat16
+    vpt_deep_bf16=dict(prompt_layers='deep', frozen_exclude=['prompt'],
+                       frozen_dtype='bf16'),
 )
 #: the rows of the paper's segmentation table (the default of the quick
 #: test); the others are its baselines and ablations
@@ -104,5 +107,6 @@ PROTOCOL_NAMES = dict(full='Full fine-tuning', head_only='Head-only',
                       vpt_deep_add='VPT-deep, Add',
                       vpt_shallow_pixel='VPT-shallow, Prepend-pixel',
                       vpt_shallow_concat='VPT-shallow, Concat-channel',
-                      vpt_deep_token_init='VPT-deep, token-init prompts')
+                      vpt_deep_token_init='VPT-deep, token-init prompts',
+                      vpt_deep_bf16='VPT-deep, bf16 frozen weights')
 

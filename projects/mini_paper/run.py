@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
                         'vpt_deep_shared vpt_deep_add vpt_shallow_pixel '
                         'vpt_shallow_concat (its prompt ablations), '
                         'vpt_deep_token_init (prompts from patch tokens), '
+                        'vpt_deep_bf16 (frozen weights in bfloat16), '
                         'vpt_deep_x3 (VPT-deep trained with 3 seeds, '
                         'evaluated as a prompt ensemble); default: all')
     parser.add_argument('--out-dir', default='work_dirs/mini_paper')
