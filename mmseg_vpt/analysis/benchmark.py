@@ -35,6 +35,9 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from ..checkpoint import model_from_config
+from ..engine.memory_options import (backbone_with_cp,
+                                     configured_checkpointing, memory_options,
+                                     turn_on_activation_checkpointing)
 from ..engine.runner_config import enable_amp, load_config
 from ..utils.dist import convert_syncbn_to_bn
 from ..utils.params import count_parameters
@@ -86,7 +89,9 @@ def _drop_pretrained(node: Any) -> None:
 
 def load_bench_config(spec: Spec):
     """The config of ``spec`` as measured: random init, BN for SyncBN (one
-    process), and mixed precision if ``spec['amp']``."""
+    process), and mixed precision if ``spec['amp']``. Its
+    ``activation_checkpointing`` modules are checkpointed by
+    :func:`measure` (as ``tools/train.py`` does)."""
     cfg = load_config(spec['config'], spec['cfg_options'])
     _drop_pretrained(cfg.model)
     convert_syncbn_to_bn(cfg.model)
@@ -178,10 +183,8 @@ def _backbone_settings(model) -> dict:
     for key in ('prompt_length', 'fused_attn'):
         if hasattr(bb, key):
             out[key] = getattr(bb, key)
-    layers = getattr(bb, 'layers', None) or [
-        b for s in getattr(bb, 'stages', []) for b in s.blocks]
-    out['with_cp'] = bool(layers) and bool(getattr(layers[0], 'with_cp',
-                                                   False))
+    out['with_cp'] = backbone_with_cp(bb)
+    out['frozen_dtype'] = getattr(bb, 'frozen_dtype', None)
     return out
 
 
@@ -261,6 +264,8 @@ def memory_breakdown(model, step: Callable[[], None],
     # instance attributes shadow the methods: mmseg's heads call
     # self.forward() from loss(), which module hooks would not see
     # (several auxiliary heads come as a ModuleList: one name for all)
+    # (a checkpointed module's forward is itself an instance attribute,
+    # put back afterwards)
     wrapped = []
     for name, child in model.named_children():
         if name == 'data_preprocessor':
@@ -269,9 +274,10 @@ def memory_breakdown(model, step: Callable[[], None],
         for member in members:
             for method in ('forward', 'loss'):
                 if hasattr(member, method):
+                    wrapped.append((member, method,
+                                    member.__dict__.get(method)))
                     setattr(member, method,
                             attributed(name, getattr(member, method)))
-                    wrapped.append((member, method))
     seen: Dict[int, str] = {}
     saved: Dict[str, int] = {}
 
@@ -287,8 +293,11 @@ def memory_breakdown(model, step: Callable[[], None],
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             step()
     finally:
-        for child, method in wrapped:
-            delattr(child, method)
+        for child, method, own in wrapped:
+            if own is None:
+                delattr(child, method)
+            else:
+                setattr(child, method, own)
     state = optim_wrapper.optimizer.state.values()
     out = dict(
         params=sum(p.numel() * p.element_size() for p in params),
@@ -320,6 +329,7 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
     model = model_from_config(cfg)
     model.init_weights()
     model.to(device)
+    turn_on_activation_checkpointing(model, configured_checkpointing(cfg))
     data = random_batch(cfg, spec['batch_size'], spec['seed'])
     step, optim_wrapper = _step_fn(model, cfg, spec, data, device)
     if spec['breakdown'] and optim_wrapper is None:
@@ -363,6 +373,9 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
         # tuned-only checkpoint must store at least
         trainable_fp32_bytes=4 * counts['trainable'])
     result.update(_backbone_settings(model))
+    options = memory_options(model, cfg)
+    result['activation_checkpointing'] = options['activation_checkpointing']
+    result['amp_dtype'] = options['amp']
     result.update(memory.read())  # before the breakdown step's hooks
     if spec['breakdown']:
         result['breakdown'] = memory_breakdown(model, step, optim_wrapper)
@@ -437,7 +450,22 @@ def _one_line(r: Dict[str, Any]) -> str:
 
 
 TABLE_HEADER = ('| variant | mode | batch | crop | median s | min s | max s '
-                '| img/s | peak MiB | trainable | trainable fp32 MiB |')
+                '| img/s | peak MiB | trainable | trainable fp32 MiB '
+                '| memory options |')
+
+
+def _options_cell(r: Dict[str, Any]) -> str:
+    """Frozen weights' type, backbone ``with_cp`` and checkpointed modules
+    of a result (AMP is in the mode column)."""
+    parts = []
+    if r.get('frozen_dtype'):
+        parts.append(f"frozen {r['frozen_dtype']}")
+    if r.get('with_cp'):
+        parts.append('with_cp')
+    ckpt = r.get('activation_checkpointing') or []
+    if ckpt:
+        parts.append(f'{len(ckpt)} modules checkpointed')
+    return ', '.join(parts) or '-'
 
 
 def format_table(summary: Dict[str, Any]) -> str:
@@ -450,7 +478,8 @@ def format_table(summary: Dict[str, Any]) -> str:
             f"| {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} "
             f"| {r['images_per_s']:.2f} | {_mib(r['peak_mem'])} "
             f"| {r['trainable_params']:,} "
-            f"| {r['trainable_fp32_bytes'] / 2**20:.1f} |")
+            f"| {r['trainable_fp32_bytes'] / 2**20:.1f} "
+            f"| {_options_cell(r)} |")
     for i, p in enumerate(summary['pairs']):
         lines.append(f"pair {i + 1}: A/B time {p['time']:.3f}x, "
                      f"peak memory {p['peak_mem']:.3f}x")

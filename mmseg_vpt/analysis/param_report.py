@@ -16,6 +16,9 @@ loaded) and reported:
   step on zero gradients to create it);
 * storage for N tasks: one shared base file plus N per-task files, against
   N full models;
+* the memory options the config turns on (frozen weights' storage type,
+  backbone ``with_cp``, checkpointed modules, AMP:
+  :func:`~mmseg_vpt.engine.memory_options.memory_options`);
 * optionally (``ratio=True``) the VPT paper's "Total params" (its Table 1):
   the parameters stored for all of its 24 tasks in units of one pretrained
   backbone, ``(shared + sum of every task's tunable parameters) / B``
@@ -41,6 +44,7 @@ from mmengine.optim import build_optim_wrapper
 from mmseg.registry import MODELS
 
 from ..checkpoint import model_from_config, split_tuned
+from ..engine.memory_options import memory_options
 from ..models.sidetune import SidetuneBackbone
 from ..utils.config import read_config
 from ..utils.logging_utils import mmengine_log_level
@@ -151,8 +155,11 @@ def optimizer_state_bytes(model: torch.nn.Module, optim_wrapper_cfg) -> int:
 
 
 def model_report(model: torch.nn.Module, name: str = '',
-                 optim_wrapper_cfg=None, tasks: int = 10) -> Dict:
-    """The report row of a built segmentor (see the module docstring)."""
+                 optim_wrapper_cfg=None, tasks: int = 10,
+                 cfg: Optional[Config] = None) -> Dict:
+    """The report row of a built segmentor (see the module docstring);
+    ``cfg``, the model's config, adds the memory options it sets beside the
+    model (checkpointed modules, AMP)."""
     counts = count_parameters(model)
     modules = counts['modules']
     backbone = modules.get('backbone', dict(total=0, trainable=0, prompt=0,
@@ -186,6 +193,11 @@ def model_report(model: torch.nn.Module, name: str = '',
     )
     row['storage_pct'] = 100.0 * row['storage_bytes'] / max(
         row['storage_full_bytes'], 1)
+    options = memory_options(model, cfg)
+    row.update(frozen_dtype=options['frozen_dtype'],
+               backbone_with_cp=options['backbone_with_cp'],
+               activation_checkpointing=options['activation_checkpointing'],
+               amp=options['amp'])
     if optim_wrapper_cfg is not None:
         row['resumable_bytes'] = per_task + optimizer_state_bytes(
             model, optim_wrapper_cfg)
@@ -207,7 +219,7 @@ def param_report(config: str, tasks: int = 10,
     model = model_from_config(cfg)
     row = model_report(model, config,
                        cfg.get('optim_wrapper') if optimizer else None,
-                       tasks)
+                       tasks, cfg)
     if ratio:
         per_class = None if ratio_tasks else head_params_per_class(cfg)
         if per_class is None:  # every task with the config's own heads
@@ -236,6 +248,21 @@ def _mb(n: int) -> str:
 
 def _gb(n: int) -> str:
     return f'{n / 2**30:,.2f} GB'
+
+
+def memory_options_cell(row: Dict) -> str:
+    """The memory options of a report row, short (``-`` for none)."""
+    parts = []
+    if row.get('frozen_dtype'):
+        parts.append(f"frozen {row['frozen_dtype']}")
+    if row.get('backbone_with_cp'):
+        parts.append('backbone with_cp')
+    if row.get('activation_checkpointing'):
+        parts.append('checkpointed: ' +
+                     ', '.join(row['activation_checkpointing']))
+    if row.get('amp'):
+        parts.append(f"AMP {row['amp']}")
+    return '; '.join(parts) or '-'
 
 
 def format_report(rows: Sequence[Dict], fmt: str = 'markdown',
@@ -268,6 +295,7 @@ def format_report(rows: Sequence[Dict], fmt: str = 'markdown',
         n = rows[0]['ratio_tasks']
         header += [f'total params, {n} tasks / one backbone',
                    'paper (Table 1)']
+    header.append('memory options')
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '---|' * len(header)]
     for i, r in enumerate(rows):
@@ -290,5 +318,6 @@ def format_report(rows: Sequence[Dict], fmt: str = 'markdown',
                 r['ratio_paper_note'] else ''
             cells += [f"{r['ratio']:.3f}x",
                       '-' if paper is None else f'{paper:.2f}x{note}']
+        cells.append(memory_options_cell(r))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

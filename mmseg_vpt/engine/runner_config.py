@@ -18,6 +18,8 @@ from ..utils.checkpoints import check_checkpoints_exist
 from ..utils.config import read_config
 from ..utils.dist import prepare_distributed
 from ..utils.files import resolve_last_checkpoint
+from .memory_options import (configure_activation_checkpointing,
+                             format_memory_options, memory_options)
 
 AUTO_RESUME = 'auto'
 
@@ -217,13 +219,20 @@ def enable_tta(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Check checkpoints, prepare (CPU) distributed, then build the runner.
+    """Check checkpoints, prepare (CPU) distributed, then build the runner
+    and log its memory options (one line).
 
     Honours ``runner_type`` like mmseg's tools; the registry lookup follows
-    the config's ``default_scope`` (``mmseg``).
+    the config's ``default_scope`` (``mmseg``). A config's
+    ``activation_checkpointing`` list is applied by this project's
+    non-reentrant wrapper, not by mmengine's (see
+    :mod:`~mmseg_vpt.engine.memory_options`).
     """
     check_checkpoints_exist(cfg)
     prepare_distributed(cfg, cfg.get('launcher', 'none'))
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+    configure_activation_checkpointing(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+        RUNNERS.build(cfg)
+    runner.logger.info(format_memory_options(memory_options(runner.model,
+                                                            cfg)))
+    return runner

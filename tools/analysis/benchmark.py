@@ -7,6 +7,12 @@ side by side.
     python tools/analysis/benchmark.py A.py --mode backbone \\
         --vs-cfg-options model.backbone.prompt_length=0 \\
         "model.backbone.frozen_exclude=[]"
+    # memory options of B: bf16 frozen weights, checkpointed backbone
+    # layers and heads (what tools/train.py does with the same config)
+    python tools/analysis/benchmark.py FULL.py --vs VPT.py \\
+        --vs-cfg-options model.backbone.frozen_dtype=bf16 \\
+        model.backbone.with_cp=True \\
+        "activation_checkpointing=[decode_head,auxiliary_head]"
 
 Weights are random (``Pretrained`` init is dropped), inputs and labels are
 random at the config's crop size (``model.data_preprocessor.size``), SyncBN
