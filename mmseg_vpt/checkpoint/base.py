@@ -6,16 +6,16 @@ lives with the models, because a backbone's own state-dict loading runs it.
 """
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Mapping, Optional, Set
 
 import torch
 import torch.nn as nn
 
 from ..models.base_weights import (BASE_MODULE, TunedCheckpointError,
-                                   StateDict, pretrained_checkpoint,
-                                   run_base_init)
+                                   pretrained_checkpoint, run_base_init)
 from ..models.convert import (ConversionInfo, convert_to_mmseg, detect_format,
                               load_checkpoint_file)
+from ..models.pretrained import PretrainedReference
 from ..utils.params import unwrap_model
 
 TUNED_META_KEY = 'vpt_tuned'
@@ -75,10 +75,21 @@ def base_file_keys(path: str, module: Optional[nn.Module] = None) -> Set[str]:
     return set(state)
 
 
-def base_reference(module: nn.Module, path: str) -> StateDict:
+def base_reference(module: nn.Module,
+                   path: str) -> Mapping[str, torch.Tensor]:
     """The state ``module`` has right after loading ``path`` through
     :func:`run_base_init`, computed on a CPU copy (``module`` is untouched;
-    floating tensors the base does not set come back as NaN)."""
+    floating tensors the base does not set come back as NaN).
+
+    A backbone built with ``meta_init`` (1B-7B parameters) is not copied:
+    the base init of such a backbone takes each tensor the file sets
+    straight from the file into its stored type, so the reference is read
+    from the file, one tensor at a time, when asked
+    (:class:`~mmseg_vpt.models.pretrained.PretrainedReference`; tensors the
+    file does not set are absent rather than NaN, and count as differing
+    alike)."""
+    if getattr(module, 'meta_init', False):
+        return PretrainedReference(module, path)
     memo: Dict[int, Any] = {}
     for name, tensor in list(module.named_parameters()) + list(
             module.named_buffers()):

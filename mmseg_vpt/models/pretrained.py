@@ -8,10 +8,16 @@ renames the file to its own keys and fits it (``pretrained_layout`` /
 ``fit_pretrained``: :mod:`mmseg_vpt.models.convert` for mmseg's ViT and
 Swin, :mod:`mmseg_vpt.models.timm_weights` for timm's ViT family), and the
 load fails if anything the model needs is missing.
+
+A backbone with deferred weights (``meta_init``,
+:mod:`~mmseg_vpt.models.deferred`) reads the file lazily and takes each
+tensor straight into its stored type; :class:`PretrainedReference` gives
+what such a load sets, from the file, without loading it.
 """
 import re
-from typing import Sequence
+from typing import Dict, Iterator, Mapping, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
@@ -37,12 +43,9 @@ def load_pretrained(model: nn.Module, path: str,
             the keys.
     """
     info = ConversionInfo()
-    state = load_checkpoint_file(path, info=info)
-    try:
-        state, fmt = model.pretrained_layout(state, info)
-        state = model.fit_pretrained(state, info)
-    except ValueError as err:
-        raise ValueError(f'Pretrained weights {path!r}: {err}') from err
+    state, fmt = pretrained_state(model, path, info)
+    if getattr(model, 'deferred_weights', None):
+        model.assign_deferred(state)
     missing, _ = model.load_state_dict(state, strict=False)
     required = [k for k in missing
                 if not any(re.search(p, k) for p in optional)]
@@ -56,3 +59,50 @@ def load_pretrained(model: nn.Module, path: str,
         f'Loaded {len(state)} tensors from {path} ({fmt} layout)' +
         (f'; kept initial values for {kept}' if kept else ''),
         logger='current')
+
+
+def pretrained_state(model: nn.Module, path: str, info: ConversionInfo
+                     ) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The weights file ``path`` renamed and fitted to ``model``'s keys, and
+    its layout. Read lazily (``mmap``) for a backbone built with
+    ``meta_init``: its tensors are then views of the file until used.
+
+    Raises:
+        ValueError: as :func:`load_pretrained`, naming the file.
+    """
+    state = load_checkpoint_file(path, info=info,
+                                 mmap=getattr(model, 'meta_init', False))
+    try:
+        state, fmt = model.pretrained_layout(state, info)
+        return model.fit_pretrained(state, info), fmt
+    except ValueError as err:
+        raise ValueError(f'Pretrained weights {path!r}: {err}') from err
+
+
+class PretrainedReference(Mapping):
+    """What :func:`load_pretrained` of ``path`` gives each tensor of
+    ``model`` that the file sets, computed key by key from the lazily read
+    file when asked (module keys; on the CPU): the file's tensor renamed and
+    fitted as the loader does, in the type ``model`` stores it in. Tensors
+    the file does not set are absent.
+
+    For a backbone with deferred weights this is exactly what loading sets
+    (:func:`~mmseg_vpt.models.deferred.assign_deferred` converts the same
+    way), and it never holds more than one converted tensor: the reference
+    of a 7B backbone costs no second copy of it."""
+
+    def __init__(self, model: nn.Module, path: str) -> None:
+        self._state, self.layout = pretrained_state(
+            model, path, ConversionInfo(log=False))
+        self._dtypes = {k: t.dtype for k, t in
+                        model.state_dict(keep_vars=True).items()}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        value = self._state[key]
+        return value.detach().to('cpu', self._dtypes.get(key, value.dtype))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)

@@ -16,7 +16,9 @@ rotation timm gives it. The count is set at build time and again before
 each block runs (a mixed-task batch holds as many prompt slots as its
 longest task, :mod:`~mmseg_vpt.models.prompt_flow`).
 """
+import contextlib
 import difflib
+import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,6 +28,8 @@ from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import ConversionInfo
+from ..deferred import (assign_deferred, compute_buffers, defer_state,
+                        init_deferred, module_tensor, skip_tensors)
 from ..prompt_locations import PROMPT_LOCATIONS
 from ..prompts import PromptLayers, PromptTuningMixin, frozen_precision
 from ..timm_weights import to_timm_model
@@ -40,9 +44,11 @@ def supported_classes() -> Tuple[type, ...]:
     return VisionTransformer, Eva
 
 
-def create_timm_vit(model_name: str, timm_kwargs: dict) -> nn.Module:
+def create_timm_vit(model_name: str, timm_kwargs: dict,
+                    meta: bool = False) -> nn.Module:
     """``timm.create_model(model_name, pretrained=False)`` without a
-    classifier and for any input size, after checking the name and class.
+    classifier and for any input size, after checking the name and class;
+    ``meta=True`` builds it on the meta device (no memory, no init).
     """
     import timm
     if not isinstance(model_name, str) or not timm.is_model(model_name):
@@ -73,8 +79,10 @@ def create_timm_vit(model_name: str, timm_kwargs: dict) -> nn.Module:
             ' (and their subclasses)')
     # pad to a patch multiple (bottom / right, as mmseg's PatchEmbed does)
     timm_kwargs.setdefault('dynamic_img_pad', True)
-    model = timm.create_model(model_name, pretrained=False, num_classes=0,
-                              dynamic_img_size=True, **timm_kwargs)
+    with torch.device('meta') if meta else contextlib.nullcontext():
+        model = timm.create_model(model_name, pretrained=False,
+                                  num_classes=0, dynamic_img_size=True,
+                                  **timm_kwargs)
     if getattr(model, 'patch_drop', None) is not None and not isinstance(
             model.patch_drop, nn.Identity):
         raise ValueError(
@@ -114,6 +122,18 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             training. Default: False.
         frozen_dtype (str, optional): ``'bf16'`` or ``'fp16'``, as for
             ``VPTVisionTransformer``. Default: None (float32).
+        meta_init (bool): Build the timm model on the meta device and keep
+            its weights deferred (:mod:`~mmseg_vpt.models.deferred`): they
+            take no memory until ``init_weights`` loads them from the
+            ``Pretrained`` file (read lazily, each tensor converted to its
+            stored type on the backbone's device, no float32 copy) or a
+            checkpoint loaded into the backbone provides them; without a
+            file ``init_weights`` draws timm's random init directly in the
+            stored type. Prompts and adapters are real from the start. For
+            backbones too big to build in float32 (1B-7B). Until the
+            weights are loaded, moving the backbone (``.to()``) moves only
+            its real tensors and records the device the weights will load
+            to, and ``forward`` refuses to run. Default: False.
         prompt_length, prompt_layers, prompt_dropout, prompt_init,
         prompt_proj_dims, frozen_exclude, frozen_eval, adapter_reduction,
         partial_k, prompt_location, prompt_shared, cls_feature: As for
@@ -149,10 +169,16 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
                  prompt_shared: bool = False,
                  cls_feature: str = 'cls',
                  frozen_dtype: Optional[str] = None,
+                 meta_init: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(meta_init, bool):
+            raise ValueError(
+                f'meta_init must be True or False, got {meta_init!r}')
         self.model_name = model_name
-        self.timm_model = create_timm_vit(model_name, dict(timm_kwargs or {}))
+        self.meta_init = meta_init
+        self.timm_model = create_timm_vit(
+            model_name, dict(timm_kwargs or {}), meta=meta_init)
         depth = len(self.timm_model.blocks)
         self.out_indices = self._resolve_out_indices(out_indices, depth)
         # (timm's Eva has no has_class_token attribute)
@@ -189,6 +215,13 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
             frozen_dtype=frozen_dtype)
         self.cls_feature = self.check_cls_feature(cls_feature)
         self._skip_prompts_in_rope()
+        # meta_init: the state dict's tensors wait for their values (in the
+        # types store_frozen gave them above); computed buffers are real
+        self.deferred_weights: List[str] = []
+        self.deferred_device = torch.device('cpu')
+        if meta_init:
+            compute_buffers(self)
+            self.deferred_weights = defer_state(self)
 
     prompt_locations = PROMPT_LOCATIONS
 
@@ -233,6 +266,67 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
     def fit_pretrained(self, state_dict, info: ConversionInfo):
         return state_dict  # to_timm_model already fitted it
 
+    # -- deferred weights (meta_init) ----------------------------------------
+    def assign_deferred(self, state_dict, prefix: str = '') -> List[str]:
+        """Fill the deferred weights that ``state_dict`` (keys ``prefix`` +
+        this module's) provides, on :attr:`deferred_device`, one at a time
+        (:func:`~mmseg_vpt.models.deferred.assign_deferred`)."""
+        return assign_deferred(self, self.deferred_weights, state_dict,
+                               self.deferred_device, prefix)
+
+    def init_weights(self) -> None:
+        """As :meth:`PromptTuningMixin.init_weights`; with deferred weights
+        and no ``Pretrained`` file, timm's own random init draws them in
+        float32 a block at a time and stores them in their types
+        (:func:`~mmseg_vpt.models.deferred.init_deferred`), then the
+        prompts and adapters initialise as usual."""
+        if not self.deferred_weights or (
+                isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        def block_of(name: str) -> str:  # '' for the embeddings and norm
+            block = re.match(r'timm_model\.blocks\.\d+\.', name)
+            return block.group(0) if block else ''
+
+        init_deferred(self, self.deferred_weights, self.deferred_device,
+                      self.timm_model.init_weights, block_of)
+        # the rest of the mixin's random init (timm's ran just now)
+        self.frozen_weights_set = True
+        self.reset_prompts()
+        for adapter in self.adapters:
+            adapter.reset_parameters()
+        self._is_init = True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              *args, **kwargs) -> None:
+        """A state dict loaded into a backbone with deferred weights fills
+        them (the ordinary load of its submodules then copies nothing)."""
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      *args, **kwargs)
+        if self.deferred_weights:
+            self.assign_deferred(state_dict, prefix)
+
+    def _apply(self, fn, recurse: bool = True):
+        """Deferred weights stay placeholders through ``.to()`` /
+        ``.cuda()`` / ``.half()``...; the device they will load to follows
+        the move."""
+        if not self.deferred_weights:
+            return super()._apply(fn, recurse)
+        self.deferred_device = fn(torch.empty(0)).device
+        return super()._apply(
+            skip_tensors(fn, [module_tensor(self, n)
+                              for n in self.deferred_weights]), recurse)
+
+    def _check_loaded(self) -> None:
+        if self.deferred_weights:
+            raise RuntimeError(
+                f'{type(self).__name__}(meta_init=True) has not loaded '
+                f'{len(self.deferred_weights)} of its weights (e.g. '
+                f'{self.deferred_weights[0]!r}): call init_weights() (with '
+                "init_cfg=dict(type='Pretrained', checkpoint=FILE), or "
+                'without for random weights) or load a checkpoint first')
+
     # -- forward ------------------------------------------------------------
     def _embed(self, inputs: torch.Tensor):
         """Patch tokens with prefix tokens and absolute positions, the
@@ -265,6 +359,7 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
 
     @frozen_precision
     def forward(self, inputs: torch.Tensor) -> tuple:
+        self._check_loaded()
         m = self.timm_model
         B = inputs.shape[0]
         x, rope, hw = self._embed(inputs)
