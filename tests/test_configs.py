@@ -152,6 +152,11 @@ TIMM_ROWS = {
     'clip-l14': 'vit_large_patch14_clip_224.openai',
     'mae-l16': 'vit_large_patch16_224.mae',
 }
+# the 1B-7B rows (their setting: tests/test_giant_backbones.py)
+GIANT_ROWS = {
+    'dinov2-g14-reg4': 'vit_giant_patch14_reg4_dinov2.lvd142m',
+    'dinov3-7b16': 'vit_7b_patch16_dinov3.lvd1689m',
+}
 
 
 def timm_row(backbone: str, row: str) -> str:
@@ -163,7 +168,7 @@ def test_the_timm_vit_l_rows_exist_and_follow_the_setting():
     from timm.models import get_pretrained_cfg
     files = sorted(str(p.relative_to(REPO))
                    for p in (REPO / 'configs/vpt_timm').glob('*.py'))
-    assert files == sorted(timm_row(b, r) for b in TIMM_ROWS
+    assert files == sorted(timm_row(b, r) for b in (*TIMM_ROWS, *GIANT_ROWS)
                            for r in ('vpt-deep-10', 'head-only'))
     assert all(f in CONFIGS for f in files)
     for token, name in TIMM_ROWS.items():

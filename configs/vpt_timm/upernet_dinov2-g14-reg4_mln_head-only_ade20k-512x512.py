@@ -1,0 +1,10 @@
+# Head-only on DINOv2-g/14 with 4 registers: no prompts, the backbone is
+# frozen, only the neck and heads train. Otherwise (weights, bfloat16 frozen
+# weights built on the meta device, checkpointed blocks, data, schedule) as
+# the VPT-deep row it inherits; the reference for it.
+# Optimizer: the base's AdamW, lr 6e-5 for neck and heads (mmseg's UperNet
+# recipe), the rule of the ViT-L rows. This project's choice; the VPT paper
+# has no such row.
+_base_ = ['./upernet_dinov2-g14-reg4_mln_vpt-deep-10_ade20k-512x512.py']
+
+model = dict(backbone=dict(prompt_length=0, frozen_exclude=[]))
