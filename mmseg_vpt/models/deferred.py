@@ -11,7 +11,7 @@ survives what frameworks do to every parameter before the weights are
 loaded: mmengine's top-level ``init_weights`` takes each parameter's mean to
 log what initialised it, which a meta tensor refuses.
 
-:func:`assign_deferred` replaces placeholders by their values, one tensor at
+:func:`assign_tensors` replaces placeholders by their values, one tensor at
 a time: the source tensor (typically a lazily read file, ``torch.load(...,
 mmap=True)`` or safetensors) converted to the placeholder's type on the
 backbone's device, swapped in with ``torch.utils.swap_tensors`` so that
@@ -106,28 +106,28 @@ def compute_buffers(module: nn.Module) -> List[str]:
     return names
 
 
-def assign_deferred(module: nn.Module, deferred: List[str],
-                    state: MutableMapping[str, torch.Tensor],
-                    device: torch.device, prefix: str = '') -> List[str]:
-    """Fill the deferred weights of ``module`` that ``state`` provides (key
-    ``prefix + name``), each converted to its placeholder's type on
-    ``device``, one at a time; ``deferred`` loses their names. Each filled
-    key of ``state`` then holds the module's own tensor, so a
+def assign_tensors(module: nn.Module, names: Iterable[str],
+                   state: MutableMapping[str, torch.Tensor],
+                   prefix: str = '',
+                   device: Optional[torch.device] = None) -> List[str]:
+    """Give the tensors ``names`` of ``module`` the values ``state``
+    provides (key ``prefix + name``), each converted to the type of the
+    module's tensor on ``device`` (default: where that tensor is), one at a
+    time, by swapping the data into the same tensor object. Each filled key
+    of ``state`` then holds the module's own tensor, so a
     ``load_state_dict`` that follows copies nothing (and writes nothing into
-    a file-backed tensor). Returns the names filled."""
+    a file-backed tensor, which would copy it). Returns the names filled;
+    a value of another shape is left to that load to report."""
     filled = []
-    for name in list(deferred):
+    for name in list(names):
         value = state.get(prefix + name)
-        if value is None:
-            continue
         tensor = module_tensor(module, name)
-        if tuple(value.shape) != tuple(tensor.shape):
-            continue  # the load that follows reports the misfit
+        if value is None or tuple(value.shape) != tuple(tensor.shape):
+            continue
         # detach(): a new tensor object, so the caller's stays untouched
-        _swap_in(tensor, value.detach().to(device=device,
+        _swap_in(tensor, value.detach().to(device=device or tensor.device,
                                           dtype=tensor.dtype))
         state[prefix + name] = tensor
-        deferred.remove(name)
         filled.append(name)
     return filled
 

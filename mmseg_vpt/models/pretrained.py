@@ -44,8 +44,8 @@ def load_pretrained(model: nn.Module, path: str,
     """
     info = ConversionInfo()
     state, fmt = pretrained_state(model, path, info)
-    if getattr(model, 'deferred_weights', None):
-        model.assign_deferred(state)
+    if getattr(model, 'meta_init', False):
+        model.assign_state(state)  # straight into the stored types
     missing, _ = model.load_state_dict(state, strict=False)
     required = [k for k in missing
                 if not any(re.search(p, k) for p in optional)]
@@ -87,7 +87,7 @@ class PretrainedReference(Mapping):
     the file does not set are absent.
 
     For a backbone with deferred weights this is exactly what loading sets
-    (:func:`~mmseg_vpt.models.deferred.assign_deferred` converts the same
+    (:func:`~mmseg_vpt.models.deferred.assign_tensors` converts the same
     way), and it never holds more than one converted tensor: the reference
     of a 7B backbone costs no second copy of it."""
 

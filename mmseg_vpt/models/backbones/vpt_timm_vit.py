@@ -28,7 +28,7 @@ from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import ConversionInfo
-from ..deferred import (assign_deferred, compute_buffers, defer_state,
+from ..deferred import (assign_tensors, compute_buffers, defer_state,
                         init_deferred, module_tensor, skip_tensors)
 from ..prompt_locations import PROMPT_LOCATIONS
 from ..prompts import PromptLayers, PromptTuningMixin, frozen_precision
@@ -267,12 +267,22 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
         return state_dict  # to_timm_model already fitted it
 
     # -- deferred weights (meta_init) ----------------------------------------
-    def assign_deferred(self, state_dict, prefix: str = '') -> List[str]:
+    def assign_state(self, state_dict, prefix: str = '') -> None:
         """Fill the deferred weights that ``state_dict`` (keys ``prefix`` +
-        this module's) provides, on :attr:`deferred_device`, one at a time
-        (:func:`~mmseg_vpt.models.deferred.assign_deferred`)."""
-        return assign_deferred(self, self.deferred_weights, state_dict,
-                               self.deferred_device, prefix)
+        this module's) provides, on :attr:`deferred_device`, one at a time;
+        with ``meta_init``, also swap the frozen tensors loaded before for
+        the new values instead of copying into them (a reload, e.g. of the
+        base weights on resume, then never holds two copies)
+        (:func:`~mmseg_vpt.models.deferred.assign_tensors`)."""
+        filled = assign_tensors(self, self.deferred_weights, state_dict,
+                                prefix, self.deferred_device)
+        for name in filled:
+            self.deferred_weights.remove(name)
+        if self.meta_init:
+            frozen = [n for n, t in self.state_dict(keep_vars=True).items()
+                      if not t.requires_grad and n not in filled
+                      and n not in self.deferred_weights]
+            assign_tensors(self, frozen, state_dict, prefix)
 
     def init_weights(self) -> None:
         """As :meth:`PromptTuningMixin.init_weights`; with deferred weights
@@ -300,12 +310,14 @@ class VPTTimmViT(PromptTuningMixin, BaseModule):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               *args, **kwargs) -> None:
-        """A state dict loaded into a backbone with deferred weights fills
-        them (the ordinary load of its submodules then copies nothing)."""
+        """A state dict loaded into a ``meta_init`` backbone fills its
+        deferred weights and replaces its frozen ones
+        (:meth:`assign_state`; the ordinary load of its submodules then
+        copies nothing)."""
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       *args, **kwargs)
-        if self.deferred_weights:
-            self.assign_deferred(state_dict, prefix)
+        if self.meta_init:
+            self.assign_state(state_dict, prefix)
 
     def _apply(self, fn, recurse: bool = True):
         """Deferred weights stay placeholders through ``.to()`` /
