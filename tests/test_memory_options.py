@@ -360,6 +360,9 @@ def test_benchmark_records_and_applies_the_options():
                               breakdown=True), progress=lambda msg: None)
     assert (plain['frozen_dtype'], plain['with_cp'],
             plain['activation_checkpointing']) == (None, False, [])
+    # the peak is the iterations'; the build's (float32, then bf16) beside
+    assert result['peak_covers_build'] is False
+    assert result['build_peak_mem'] > 0 and result['peak_mem'] > 0
     # bf16 frozen weights: the backbone's parameters take half the bytes
     assert result['breakdown']['params'] < plain['breakdown']['params']
     assert result['breakdown']['saved_backbone'] < \

@@ -11,6 +11,12 @@ median/min/max seconds per iteration, images/s and peak memory:
   memory just before the model was built, i.e. the same things plus allocator
   overhead, without the interpreter and libraries. The raw peak is kept too.
 
+Both peaks are those of the iterations: the high-water mark restarts once
+the model, its optimizer and the batch are built (on CPU through Linux's
+``/proc/self/clear_refs``), and the build's own peak is reported beside it
+(``build_peak_mem``), since a backbone built in float32 and then stored in
+bfloat16 (``frozen_dtype``) briefly holds both.
+
 :func:`run_isolated` runs one measurement in a fresh Python process, so that
 variants never share an allocator or a memory high-water mark;
 :func:`compare` runs two variants alternately (A B A B ...) and gives their
@@ -153,11 +159,33 @@ def _peak_rss() -> int:
     return peak if sys.platform == 'darwin' else peak * 1024
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the process's resident high-water mark at its current
+    resident memory (Linux: ``/proc/self/clear_refs``); False where that
+    cannot be done."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
 class PeakMemory:
-    """Peak memory of what runs after construction (see module doc)."""
+    """Peak memory of what runs after construction (see module doc).
+
+    :meth:`built` marks the end of building (model, optimizer, batch): the
+    peak so far is kept as the build's, and the peak of the iterations
+    starts again from the memory then held, so that a transient of the
+    build (a backbone built in float32 and then stored in bfloat16) does
+    not count as training memory, on CPU as on GPU. Where the high-water
+    mark cannot be restarted, ``peak_mem`` covers the build too
+    (``peak_covers_build``)."""
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.build_peak = None
+        self.covers_build = True
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -167,11 +195,30 @@ class PeakMemory:
             self.baseline = _current_rss()
             self.kind = 'cpu_peak_rss_minus_baseline'
 
-    def read(self) -> Dict[str, Any]:
-        peak = (torch.cuda.max_memory_allocated(self.device)
+    def _peak(self) -> int:
+        return (torch.cuda.max_memory_allocated(self.device)
                 if self.device.type == 'cuda' else _peak_rss())
-        return dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
-                    peak_raw=peak, baseline=self.baseline)
+
+    def built(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.build_peak = self._peak()
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.covers_build = False
+        else:
+            self.covers_build = not _reset_peak_rss()
+
+    def read(self) -> Dict[str, Any]:
+        peak = self._peak()
+        if self.covers_build and self.build_peak is not None:
+            peak = max(peak, self.build_peak)
+        out = dict(peak_mem=peak - self.baseline, mem_kind=self.kind,
+                   peak_raw=peak, baseline=self.baseline,
+                   peak_covers_build=self.covers_build)
+        if self.build_peak is not None:
+            out['build_peak_mem'] = self.build_peak - self.baseline
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +379,7 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
     turn_on_activation_checkpointing(model, configured_checkpointing(cfg))
     data = random_batch(cfg, spec['batch_size'], spec['seed'])
     step, optim_wrapper = _step_fn(model, cfg, spec, data, device)
+    memory.built()
     if spec['breakdown'] and optim_wrapper is None:
         raise ValueError('breakdown needs a training mode (train or '
                          f"train_backbone), got mode {spec['mode']!r}")
