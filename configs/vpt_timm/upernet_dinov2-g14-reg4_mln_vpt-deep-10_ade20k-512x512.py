@@ -15,8 +15,8 @@
 # Optimizer: the base's AdamW, lr 6e-5 for neck and heads (mmseg's UperNet
 # recipe), prompts 10x with no weight decay: the rule of the ViT-L rows
 # (upernet_dinov2-l14-reg4_mln_vpt-deep-10_ade20k-512x512.py); DINOv2's
-# release has no UperNet or prompt recipe for this model. This project's
-# choice; sweep the 'prompt' lr_mult.
+# release has no UperNet or prompt recipe for this model.
+# This project's choice; sweep the 'prompt' lr_mult.
 # Normalisation: ImageNet mean / std (the base's), as timm's pretrained
 # config of this tag says.
 _base_ = ['../_base_/upernet_timm-vit-l_mln_8xb2-160k_ade20k-512x512.py']
