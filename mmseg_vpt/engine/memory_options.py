@@ -60,18 +60,20 @@ def _running_stats_held(norms: Sequence[_BatchNorm]):
 
 
 class CheckpointedForward:
-    """A module's ``forward`` run under ``torch.utils.checkpoint``
-    (non-reentrant) whenever autograd records; set as the module's instance
-    attribute ``forward``, as mmengine does, so that methods calling
-    ``self.forward`` (mmseg heads' ``loss``) are checkpointed too.
+    """A module's ``forward`` (or another of its methods) run under
+    ``torch.utils.checkpoint`` (non-reentrant) whenever autograd records;
+    set as the module's instance attribute of that name, as mmengine does,
+    so that methods calling ``self.forward`` (mmseg heads' ``loss``) are
+    checkpointed too.
 
     A callable object rather than a closure: ``copy.deepcopy`` of the
-    module then gives a forward bound to the copy."""
+    module then gives a method bound to the copy."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, method: str = 'forward'):
         self.module = module
-        # another instance-level forward (a wrapper) is kept and called
-        self.inner = module.__dict__.get('forward')
+        self.method = method
+        # another instance-level attribute (a wrapper) is kept and called
+        self.inner = module.__dict__.get(method)
         self.norms = [m for m in module.modules()
                       if isinstance(m, _BatchNorm)]
 
@@ -81,7 +83,8 @@ class CheckpointedForward:
     def _run(self, *args, **kwargs):
         if self.inner is not None:
             return self.inner(*args, **kwargs)
-        return type(self.module).forward(self.module, *args, **kwargs)
+        return getattr(type(self.module), self.method)(self.module, *args,
+                                                       **kwargs)
 
     def __call__(self, *args, **kwargs):
         if not torch.is_grad_enabled():
@@ -90,25 +93,41 @@ class CheckpointedForward:
                           context_fn=self._contexts, **kwargs)
 
 
+def _lookup(model: nn.Module, name: str):
+    try:
+        return attrgetter(name)(model)
+    except AttributeError:
+        return None
+
+
 def _resolve(model: nn.Module, name: str) -> List[tuple]:
-    """(name, module) pairs for one entry: a ModuleList (mmseg's list of
-    auxiliary heads) stands for each of its members."""
+    """(name, module, method) for one entry: a module name stands for its
+    ``forward``, ``MODULE.METHOD`` for that method (``decode_head.loss``:
+    the head's forward and its loss), and a ModuleList (mmseg's list of
+    auxiliary heads) for each of its members."""
     if not isinstance(name, str) or not name:
         raise ValueError(f'{CONFIG_KEY} entries must be submodule names '
-                         f"(e.g. 'decode_head'), got {name!r}")
-    try:
-        module = attrgetter(name)(model)
-    except AttributeError:
-        children = [n for n, _ in model.named_children()]
-        raise ValueError(
-            f'{CONFIG_KEY} entry {name!r} names no submodule of '
-            f'{type(model).__name__} (its children: {children})') from None
-    if not isinstance(module, nn.Module):
-        raise ValueError(f'{CONFIG_KEY} entry {name!r} is a '
-                         f'{type(module).__name__}, not a module')
-    if isinstance(module, nn.ModuleList):
-        return [(f'{name}.{i}', m) for i, m in enumerate(module)]
-    return [(name, module)]
+                         f"(e.g. 'decode_head' or 'decode_head.loss'), got "
+                         f'{name!r}')
+    target = _lookup(model, name)
+    if isinstance(target, nn.ModuleList):
+        return [(f'{name}.{i}', m, 'forward') for i, m in enumerate(target)]
+    if isinstance(target, nn.Module):
+        return [(name, target, 'forward')]
+    owner_name, _, method = name.rpartition('.')
+    owner = _lookup(model, owner_name) if owner_name else None
+    members = list(owner) if isinstance(owner, nn.ModuleList) else [owner]
+    if owner is not None and all(
+            isinstance(m, nn.Module) and callable(getattr(m, method, None))
+            for m in members):
+        if isinstance(owner, nn.ModuleList):
+            return [(f'{owner_name}.{i}.{method}', m, method)
+                    for i, m in enumerate(members)]
+        return [(name, owner, method)]
+    children = [n for n, _ in model.named_children()]
+    raise ValueError(
+        f'{CONFIG_KEY} entry {name!r} names no submodule (or method of '
+        f'one) of {type(model).__name__} (its children: {children})')
 
 
 def turn_on_activation_checkpointing(
@@ -116,9 +135,10 @@ def turn_on_activation_checkpointing(
 ) -> List[str]:
     """Checkpoint the ``forward`` of each named submodule of ``model``
     (dotted names relative to the unwrapped model, as in mmengine's
-    ``activation_checkpointing``; a ModuleList name covers each member).
-    Modules already checkpointed are left as they are. Returns the names of
-    the checkpointed modules."""
+    ``activation_checkpointing``; a ModuleList name covers each member), or
+    the named method (``'decode_head.loss'``: an mmseg head's forward and
+    loss together, so that not even its logits are kept). What is already
+    checkpointed is left as it is. Returns the names checkpointed."""
     if modules is None:
         return []
     names = [modules] if isinstance(modules, str) else modules
@@ -129,18 +149,23 @@ def turn_on_activation_checkpointing(
     model = unwrap_model(model)
     done = []
     for name in names:
-        for full, module in _resolve(model, name):
-            if not isinstance(module.__dict__.get('forward'),
+        for full, module, method in _resolve(model, name):
+            if not isinstance(module.__dict__.get(method),
                               CheckpointedForward):
-                module.forward = CheckpointedForward(module)
+                setattr(module, method, CheckpointedForward(module, method))
             done.append(full)
     return done
 
 
 def checkpointed_modules(model: nn.Module) -> List[str]:
-    """Names of ``model``'s submodules whose forward is checkpointed."""
-    return [name for name, m in unwrap_model(model).named_modules()
-            if isinstance(m.__dict__.get('forward'), CheckpointedForward)]
+    """What of ``model`` is checkpointed: module names (their forward) and
+    ``MODULE.METHOD`` names."""
+    out = []
+    for name, m in unwrap_model(model).named_modules():
+        for attr, value in m.__dict__.items():
+            if isinstance(value, CheckpointedForward):
+                out.append(name if attr == 'forward' else f'{name}.{attr}')
+    return out
 
 
 @HOOKS.register_module()
