@@ -2,21 +2,24 @@
 (``tools/dist_train.sh CONFIG 2 --fsdp``, :class:`VPTFullyShardedWrapper`),
 on CPU processes talking over gloo.
 
-A small timm ViT and a small Swin, each with VPT-deep prompts and base
+A small timm ViT (blocks checkpointed, ``with_cp``) and a small Swin (slide
+validation, which gathers the units), each with VPT-deep prompts and base
 weights, train through ``tools/train.py`` in two processes with ``--fsdp``
 and in one process with the same global batch (2 x 2 and 4 images). The
 pipeline has no random augmentation, the heads normalise per image (GN) and
 the loss averages over all pixels, so the two see the same gradients up to
 rounding if, and only if, the sharded run averages its processes' gradients
-(torch issue #162338: FSDP2 on gloo has summed them). Then:
+(torch issue #162338 reports FSDP2 on gloo summing them; here FSDP reduces
+no gradient and the wrapper averages the trainable ones). Then:
 
 * after 3 steps the prompts and heads of the two runs agree within 1e-5 of
-  their scale, and every frozen tensor is still the base file's;
+  their scale (summing instead of averaging is off by about 1e-2);
 * each process holds at most 0.55x of the frozen parameter bytes (the
   wrapper's log line, counted from each process's parameter storage);
 * the task files are the same format as the one-process run's (the same
   tensors, plain, the same metadata), and mmseg's ``init_model`` loads
-  them: its logits are those of the model the project's loader builds;
+  them: its logits are those of the model the project's loader builds, its
+  frozen backbone the base file's;
 * a sharded run SIGKILLed between checkpoints and resumed with ``--resume``
   ends bit-identical to the uninterrupted sharded run.
 """
@@ -33,6 +36,7 @@ from mmseg_vpt.checkpoint import TUNED_META_KEY, load_tuned_checkpoint
 from mmseg_vpt.checkpoint.loading import model_from_config
 from mmseg_vpt.checkpoint.synthetic import random_base_state
 from mmseg_vpt.engine import VPTFullyShardedWrapper, enable_fsdp
+from mmseg_vpt.engine.fsdp import require_base_weights
 
 from .test_exact_resume import (assert_same_training_state, last_saved_iter,
                                 logged_iter, start_and_kill)
@@ -111,7 +115,7 @@ VIT = dict(
         type='VPTTimmViT', model_name='vit_small_patch16_224',
         timm_kwargs=dict(depth=4, embed_dim=64, num_heads=4, img_size=32,
                          patch_size=8, drop_path_rate=0.),
-        out_indices=(1, 3), **PROMPTS),
+        out_indices=(1, 3), with_cp=True, **PROMPTS),
     decode_head=dict(
         type='FCNHead', in_channels=64, in_index=1, channels=16, num_convs=1,
         concat_input=False, dropout_ratio=0., num_classes=150,
@@ -138,8 +142,9 @@ def config_text(spec: dict, base: Path, batch: int) -> str:
         type='Pretrained', checkpoint=str(base)))
     return CONFIG.format(
         repo=REPO, batch=batch, iters=ITERS, backbone=repr(backbone),
-        decode_head=repr(spec['decode_head']), aux_channels=spec['aux_channels'],
-        aux_index=spec['aux_index'], test_mode=spec['test_mode'])
+        decode_head=repr(spec['decode_head']),
+        aux_channels=spec['aux_channels'], aux_index=spec['aux_index'],
+        test_mode=spec['test_mode'])
 
 
 def write_configs(root: Path, name: str, spec: dict) -> Dict[str, Path]:
@@ -339,6 +344,51 @@ def test_fsdp_without_a_launcher_is_refused(tmp_path):
                          '--fsdp'], cwd=tmp_path)
     assert '--fsdp shards the backbone across processes: start them with ' \
         'tools/dist_train.sh CONFIG NPROC --fsdp' in failure
+
+
+def test_sharded_training_without_base_weights_is_refused(tmp_path):
+    # The frozen weights would have to be in every checkpoint, and a
+    # sharded run cannot gather them there. The wrapper checks this at the
+    # first training step, on every process.
+    paths = write_configs(tmp_path, 'vit', VIT)
+    model = model_from_config(str(paths['sharded']))
+    require_base_weights(model)  # with base weights: fine
+    model = model_from_config(str(paths['sharded']), cfg_options={
+        'model.backbone.init_cfg': None})
+    with pytest.raises(ValueError) as err:
+        require_base_weights(model)
+    assert str(err.value).startswith(
+        'VPTFullyShardedWrapper: training with a sharded backbone needs its '
+        "base weights, model.backbone.init_cfg=dict(type='Pretrained', "
+        'checkpoint=...)')
+
+
+# A one-process gloo group, a sharded tensor in a state dict: refused.
+SHARD_IN_STATE = """
+import torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+from mmseg_vpt.engine.fsdp import check_unsharded
+dist.init_process_group('gloo', init_method='tcp://127.0.0.1:{port}',
+                        rank=0, world_size=1)
+mesh = init_device_mesh('cpu', (1, ))
+state = {{'head.weight': torch.ones(2),
+          'backbone.layers.0.weight': distribute_tensor(
+              torch.ones(4, 2), mesh, [Shard(0)])}}
+try:
+    check_unsharded(state, 'The checkpoint')
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def test_a_checkpoint_holding_a_shard_is_refused(tmp_path):
+    failure = run_fails([PYTHON, '-c', SHARD_IN_STATE.format(
+        port=free_port())], cwd=tmp_path, env={'PYTHONPATH': str(REPO)})
+    assert ('RuntimeError: The checkpoint would hold 1 tensors that '
+            'VPTFullyShardedWrapper shards across the processes '
+            '(backbone.layers.0.weight), of which this process has a part '
+            'only.') in failure
 
 
 def test_wrapper_needs_a_backbone_with_layers():

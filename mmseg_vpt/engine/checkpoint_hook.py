@@ -9,6 +9,7 @@ from mmseg.registry import HOOKS
 from ..checkpoint import (BASE_MODULE, TunedPlan, checkpoint_state,
                           is_tuned_checkpoint, plan_tuned, state_bytes,
                           unwrap_model)
+from .fsdp import check_unsharded
 
 
 def _mb(n: int) -> str:
@@ -105,9 +106,11 @@ class TunedCheckpointHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         plan = self._get_plan(runner)
-        if plan is None:
-            return
-        plan.apply(checkpoint)
+        if plan is not None:
+            plan.apply(checkpoint)
+        # a frozen tensor sharded by VPTFullyShardedWrapper that the plan
+        # keeps would be written as this process's shard
+        check_unsharded(checkpoint['state_dict'], 'The checkpoint')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         name = getattr(runner, '_load_from', None) or \

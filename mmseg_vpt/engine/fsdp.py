@@ -79,6 +79,45 @@ def frozen_parameter_bytes(model: nn.Module) -> Tuple[int, int]:
     return held, full
 
 
+def check_unsharded(state: Dict[str, Any], source: str) -> None:
+    """Refuse a state dict that holds FSDP shards (``DTensor``): only rank 0
+    writes checkpoints, so a shard would be saved as if it were the whole
+    tensor. ``source`` names what holds ``state``."""
+    sharded = [k for k, v in state.items() if isinstance(v, DTensor)]
+    if sharded:
+        raise RuntimeError(
+            f'{source} would hold {len(sharded)} tensors that '
+            f'{WRAPPER} shards across the processes ({", ".join(sharded[:5])}'
+            f'{", ..." if len(sharded) > 5 else ""}), of which this process '
+            'has a part only. A sharded run writes tuned-only task files, '
+            'which leave frozen tensors to the base weights; these are kept '
+            'because checkpoints are full (no Pretrained base weights, or '
+            'TunedCheckpointHook(enabled=False)) or because the base file '
+            'does not give their values (see the TunedCheckpointHook log at '
+            'the start). Train this model without --fsdp / model_wrapper_cfg, '
+            'or from base weights that hold these values.')
+
+
+def require_base_weights(model: nn.Module) -> None:
+    """Refuse to train ``model`` sharded when its backbone has frozen
+    parameters but no ``Pretrained`` base weights: its checkpoints would
+    have to hold the frozen weights, which a sharded run cannot gather
+    (only rank 0 writes)."""
+    backbone = getattr(unwrap_model(model), BASE_MODULE, None)
+    if backbone is None or not _has_frozen(backbone) or \
+            find_base(model) is not None:
+        return
+    raise ValueError(
+        f'{WRAPPER}: training with a sharded backbone needs its base '
+        f"weights, model.{BASE_MODULE}.init_cfg=dict(type='Pretrained', "
+        'checkpoint=...): checkpoints hold only what trains and the frozen '
+        'weights come back from that file, since sharded frozen weights are '
+        'never gathered into a checkpoint. This model is randomly '
+        'initialised; train it with DDP (no --fsdp / model_wrapper_cfg) or '
+        'give it base weights (tools/model_converters/random_base.py writes '
+        'random ones).')
+
+
 def _has_frozen(module: nn.Module) -> bool:
     return any(not p.requires_grad for p in module.parameters())
 
@@ -272,19 +311,6 @@ class VPTFullyShardedWrapper(nn.Module):
                 'their memory is not freed.',
                 logger='current', level=logging.WARNING)
 
-    def _check_base_weights(self) -> None:
-        if self._units and find_base(self.module) is None:
-            raise ValueError(
-                f'{WRAPPER}: training with a sharded backbone needs its base '
-                f'weights, model.{BASE_MODULE}.init_cfg=dict(type='
-                "'Pretrained', checkpoint=...): checkpoints hold only what "
-                'trains and the frozen weights come back from that file, '
-                'since sharded frozen weights are never gathered into a '
-                'checkpoint. This model is randomly initialised; train it '
-                'with DDP (no --fsdp / model_wrapper_cfg) or give it base '
-                'weights (tools/model_converters/random_base.py writes '
-                'random ones).')
-
     # ------------------------------------------------------------ gradients
     def average_gradients(self) -> None:
         """Average the gradients of the trainable parameters across the
@@ -321,8 +347,8 @@ class VPTFullyShardedWrapper(nn.Module):
         trainable parameters' gradients averaged before the optimizer
         steps."""
         if not self._sharded:
+            require_base_weights(self.module)
             self.shard()
-            self._check_base_weights()
         self._swap_optimizer_params(optim_wrapper)
         self._report('train')
         if self.broadcast_buffers:
@@ -401,4 +427,7 @@ def enable_fsdp(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
-__all__ = ['VPTFullyShardedWrapper', 'enable_fsdp', 'frozen_parameter_bytes']
+__all__ = [
+    'VPTFullyShardedWrapper', 'check_unsharded', 'enable_fsdp',
+    'frozen_parameter_bytes', 'require_base_weights'
+]
