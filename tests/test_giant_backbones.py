@@ -9,7 +9,8 @@ size of a weight is ever made; building and loading a bf16 file peaks at the
 file's size (a subprocess, at 250M parameters); its tuned-only task file
 round-trips through mmseg's ``init_model``, with the base reference read from
 the file rather than from a copy; the 1B / 7B config rows follow their
-setting; and the memory tool runs end to end.
+setting; tools/train.py and tools/test.py run the 7B row at test size; and
+the memory tool runs end to end.
 """
 import copy
 import json
@@ -29,11 +30,14 @@ from mmseg_vpt.analysis.benchmark import random_batch
 from mmseg_vpt.analysis.giant_memory import (LOAD_RATIO_TARGET, make_spec,
                                              run_isolated)
 from mmseg_vpt.checkpoint import (TUNED_META_KEY, base_reference,
-                                  model_from_config, plan_tuned)
+                                  model_from_config, plan_tuned,
+                                  tensor_digest)
 from mmseg_vpt.models.pretrained import PretrainedReference
 from mmseg_vpt.utils.dist import convert_syncbn_to_bn
 
-from .tools_helpers import PYTHON, REPO, read_checkpoint, run_fails
+from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values,
+                            no_workers, read_checkpoint, run, run_fails,
+                            short_schedule, synthetic_workspace, train_cmd)
 from .vpt_helpers import assert_outputs_equal, randomize_
 
 # timm model, toy size of the real architecture, input size
@@ -418,3 +422,34 @@ def test_the_memory_tool_runs_end_to_end(tmp_path):
     assert step['batch_size'] == 1 and step['batch_norm_eval'] > 0
     assert result['missed'] == [m[len('missed: '):] for m in log.splitlines()
                                 if m.startswith('missed: ')]
+
+
+@pytest.mark.slow
+def test_train_and_test_tools_run_the_7b_row(tmp_path_factory):
+    """tools/train.py on the DINOv3-7B VPT-deep row at test size (its
+    runner moves the model and builds the optimizer before the weights
+    load): the tuned-only checkpoint omits every frozen tensor, each equal
+    to the bf16 base file's; tools/test.py on it repeats the validation
+    mIoU."""
+    root = synthetic_workspace(tmp_path_factory, 'giant_tools')
+    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
+    name, toy, _ = TOYS['dinov3-7b16']
+    base = write_base(root / 'base.pth', name, toy, torch.bfloat16)
+    options = TINY_OPTIONS[:-1] + [
+        f'model.backbone.init_cfg.checkpoint={base}'] + no_workers()
+    config = row('dinov3-7b16', 'vpt-deep-10')
+    work = root / 'work'
+    log = run(train_cmd(config, work, '--cfg-options', *short_schedule(2),
+                        *options), cwd=root)
+    assert 'frozen weights bfloat16, backbone with_cp on' in log
+    checkpoint = read_checkpoint(work / 'iter_2.pth')
+    assert [k for k in checkpoint['state_dict'] if k.startswith(
+        'backbone.')] == ['backbone.prompt_embeddings']
+    omitted = checkpoint['meta'][TUNED_META_KEY]['omitted']
+    source = torch.load(base)
+    assert len(omitted) == len(source)
+    for key, value in source.items():
+        assert omitted[f'backbone.timm_model.{key}'] == tensor_digest(value)
+    test_log = run(eval_cmd(config, work / 'iter_2.pth', work / 'test',
+                            '--cfg-options', *options), cwd=root)
+    assert metric_values(test_log) == metric_values(log) != []
