@@ -127,25 +127,33 @@ def test_merge_extract_infer_and_attention_maps(workspace, trained):
 
 
 def test_param_report_prints_every_timm_row(tmp_path):
-    """tools/analysis/param_report.py on the ten timm rows (real size):
-    total and tunable counts, per-task file share; VPT-deep adds exactly
-    24 x 10 x 1024 prompt parameters to its head-only sibling."""
+    """tools/analysis/param_report.py on every timm row (real size; the
+    1B and 7B rows are built on the meta device): total and tunable counts,
+    per-task file share; VPT-deep adds exactly layers x 10 x width prompt
+    parameters to its head-only sibling."""
     import json
     configs = sorted((REPO / 'configs/vpt_timm').glob('*.py'))
-    assert len(configs) == 10
+    assert len(configs) == 14
     out = run([PYTHON, REPO / 'tools/analysis/param_report.py', *configs,
                '--format', 'json', '--no-optimizer'], cwd=tmp_path)
     # run() joins the logs (stderr) to the report; the report starts at [
     rows = {Path(r['config']).name: r
             for r in json.loads(out[out.index('\n['):])}
-    assert len(rows) == 10
+    assert len(rows) == 14
+    # backbone parameters (millions) and prompt layout per family
+    giants = {'dinov3-7b16': ((6700, 6730), 40, 4096),
+              'dinov2-g14': ((1130, 1140), 40, 1536)}
     for name, row in rows.items():
+        (low, high), depth, width = next(
+            (v for k, v in giants.items() if k in name),
+            ((300, 310), 24, 1024))
         assert row['backbone_tunable'] == 0, name
         assert row['tunable'] == row['prompts_tunable'] + row['heads'], name
-        assert 300e6 < row['total'] - row['heads'] < 310e6, name
+        assert low * 1e6 < row['total'] - row['heads'] < high * 1e6, name
         assert 0 < row['per_task_pct'] < 25, name
+        assert row['frozen_dtype'] == ('bfloat16' if depth == 40 else None)
         if 'vpt-deep-10' in name:
             sibling = rows[name.replace('vpt-deep-10', 'head-only')]
-            assert row['prompts'] == 24 * 10 * 1024
-            assert row['tunable'] - sibling['tunable'] == 24 * 10 * 1024
-            assert row['total'] - sibling['total'] == 24 * 10 * 1024
+            assert row['prompts'] == depth * 10 * width
+            assert row['tunable'] - sibling['tunable'] == depth * 10 * width
+            assert row['total'] - sibling['total'] == depth * 10 * width
