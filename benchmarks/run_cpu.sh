@@ -23,6 +23,7 @@ VIT_L4=(model.backbone.num_layers=4 'model.backbone.out_indices=[0,1,2,3]')
 SWIN_B6=('model.backbone.depths=[2,2,6,2]')
 LEAN=(model.backbone.frozen_dtype=bf16 model.backbone.with_cp=True)
 HEADS_CP=('activation_checkpointing=[decode_head,auxiliary_head]')
+HEADS_LOSS_CP=('activation_checkpointing=[decode_head.loss,auxiliary_head.loss]')
 
 bench() {  # NAME ARGS...
   local name=$1; shift
@@ -69,6 +70,8 @@ run() {
   # like for like: both checkpointed and under bf16 autocast (--amp)
   g4_vit_backbone_like) bench $1 $VIT_FULL --vs $VIT_VPT --mode train_backbone --amp --cfg-options model.backbone.with_cp=True --vs-cfg-options model.backbone.frozen_dtype=bf16 --warmup 1 --iters 2 ;;
   g4_setr_bf16) bench $1 $VIT_FULL --vs $VIT_VPT --mode train --vs-cfg-options "${LEAN[@]}" "${HEADS_CP[@]}" --warmup 1 --iters 2 ;;
+  # the heads' losses inside their checkpoints too (logits not kept)
+  g4_setr_bf16_loss) bench $1 $VIT_FULL --vs $VIT_VPT --mode train --vs-cfg-options "${LEAN[@]}" "${HEADS_LOSS_CP[@]}" --warmup 1 --iters 2 ;;
   # before/after: plain reference paths (A) vs the fast paths (B)
   ba_vit_vpt) bench $1 $VIT_VPT --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
   ba_vit_full) bench $1 $VIT_FULL --mode train_backbone --cfg-options "${VIT_L4[@]}" "${PLAIN[@]}" --vs-cfg-options model.backbone.fused_attn=True --warmup 1 --iters 2 ;;
@@ -89,7 +92,7 @@ run() {
 ALL=(g2_swin g2_vit g2_dinov2 g1_vit g1_swin g1_vit_backbone g1_swin_backbone
      mem_vit mem_swin
      g3_vit_cp g3_swin_cp g3_vit_amp g3_swin_amp g3_vit_lean g3_swin_lean
-     g4_vit_backbone_bf16 g4_vit_backbone_like g4_setr_bf16
+     g4_vit_backbone_bf16 g4_vit_backbone_like g4_setr_bf16 g4_setr_bf16_loss
      ba_vit_vpt ba_vit_full ba_swin_vpt ba_swin_full ba_g2_swin ba_g2_vit
      serve_tiny-vit serve_tiny-vit_mixed-lengths serve_tiny-swin
      serve_setr-vit-l serve_swin-b_memory)
