@@ -1,8 +1,9 @@
 """Parameters and storage per config: total / tunable parameters, backbone
 vs prompts vs heads, per-task checkpoint bytes and storage for N tasks, and
 the memory options the config turns on (frozen weights' type, backbone
-with_cp, checkpointed modules, AMP); with ``--ratio``, the VPT paper's "Total params" (all 24 tasks' parameters
-in units of one backbone) beside the paper's Table 1 value.
+with_cp, checkpointed modules, AMP); with ``--ratio``, the VPT paper's
+"Total params" (all 24 tasks' parameters in units of one backbone) beside
+the paper's Table 1 value.
 
     python tools/analysis/param_report.py configs/vpt/setr_vit-l_pup_*.py \
         [--format markdown|csv|json] [--tasks N]
