@@ -1,7 +1,8 @@
-"""Memory options of a training run: checkpointed head modules
-(``activation_checkpointing`` in a config) and the one-line summary of
-every memory option that the startup log, the parameter report and the
-benchmark print.
+"""Memory options of a training run: checkpointed modules (a config's
+``activation_checkpointing``, e.g. the heads: ``['decode_head',
+'auxiliary_head']``, or ``['decode_head.loss', ...]`` for a head's forward
+and loss together) and the one-line summary of every memory option that
+the startup log, the parameter report and the benchmark print.
 
 mmengine's ``Runner`` reads the same config key, but its wrapper
 (``mmengine.runner.activation_checkpointing``) calls
@@ -38,7 +39,6 @@ from ..utils.params import unwrap_model
 CONFIG_KEY = 'activation_checkpointing'
 HOOK_TYPES = ('ActivationCheckpointingHook',
               'mmseg.ActivationCheckpointingHook')
-AMP_WRAPPERS = ('AmpOptimWrapper', 'BFloat16OptimWrapper')
 
 
 @contextlib.contextmanager
@@ -182,8 +182,8 @@ class ActivationCheckpointingHook(Hook):
 
     def before_run(self, runner) -> None:
         names = turn_on_activation_checkpointing(runner.model, self.modules)
-        runner.logger.info(f'Activation checkpointing (non-reentrant) of: '
-                           f'{", ".join(names)}')
+        runner.logger.info('Activation checkpointing (non-reentrant) of: '
+                           + ', '.join(names))
 
 
 def configured_checkpointing(cfg: Config) -> List[str]:
