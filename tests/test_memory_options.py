@@ -151,13 +151,8 @@ def test_with_cp_recomputes_every_layer_in_training_only(kind):
     assert calls == list(range(layers))
 
 
-@pytest.mark.parametrize('kind', [
-    pytest.param('VPTVisionTransformer', marks=pytest.mark.xfail(
-        strict=True, reason='without a key padding mask the layer runs '
-        "mmseg's TransformerEncoderLayer.forward, which calls "
-        'torch.utils.checkpoint without use_reentrant: torch 2.14 warns '
-        'and runs the reentrant variant')),
-    'VPTSwinTransformer', 'VPTTimmViT'])
+@pytest.mark.parametrize(
+    'kind', ['VPTVisionTransformer', 'VPTSwinTransformer', 'VPTTimmViT'])
 def test_with_cp_uses_the_non_reentrant_checkpoint(kind):
     backbone = build_backbone(kind, with_cp=True)
     with warnings.catch_warnings(record=True) as caught:

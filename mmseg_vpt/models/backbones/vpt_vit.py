@@ -130,13 +130,13 @@ class FusedMultiheadAttention(MultiheadAttention):
 
 class VPTEncoderLayer(TransformerEncoderLayer):
     """mmseg's ``TransformerEncoderLayer`` that can pass a key padding mask
-    (B, N) to its attention; without one it is the parent's forward."""
+    (B, N) to its attention, and checkpoints (``with_cp``) with torch's
+    non-reentrant checkpoint (the parent's call leaves torch to pick the
+    reentrant one). The same ops as the parent's forward."""
 
     def forward(self, x: torch.Tensor,
                 key_padding_mask: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
-        if key_padding_mask is None:
-            return super().forward(x)
 
         def _inner_forward(x):
             x = self.attn(self.norm1(x), identity=x,
