@@ -35,8 +35,8 @@ from mmseg_vpt.checkpoint import (TUNED_META_KEY, base_reference,
 from mmseg_vpt.models.pretrained import PretrainedReference
 from mmseg_vpt.utils.dist import convert_syncbn_to_bn
 
-from .tools_helpers import (PYTHON, REPO, eval_cmd, metric_values,
-                            no_workers, read_checkpoint, run, run_fails,
+from .tools_helpers import (PYTHON, REPO, eval_cmd, free_port,
+                            metric_values, no_workers, read_checkpoint, run, run_fails,
                             short_schedule, synthetic_workspace, train_cmd)
 from .vpt_helpers import assert_outputs_equal, randomize_
 
@@ -453,3 +453,39 @@ def test_train_and_test_tools_run_the_7b_row(tmp_path_factory):
     test_log = run(eval_cmd(config, work / 'iter_2.pth', work / 'test',
                             '--cfg-options', *options), cwd=root)
     assert metric_values(test_log) == metric_values(log) != []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('wrapper', ['ddp', 'fsdp'])
+def test_two_processes_train_the_7b_row(tmp_path_factory, wrapper):
+    """tools/dist_train.sh on the DINOv3-7B VPT-deep row at test size: DDP
+    (FrozenBackboneDDP, chosen for meta_init backbones, whose weights load
+    after mmengine wraps the model) and --fsdp train it, and the task file
+    omits every frozen tensor."""
+    root = synthetic_workspace(tmp_path_factory, f'giant_{wrapper}')
+    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
+    name, toy, _ = TOYS['dinov3-7b16']
+    base = write_base(root / 'base.pth', name, toy, torch.bfloat16)
+    options = TINY_OPTIONS[:-1] + [
+        f'model.backbone.init_cfg.checkpoint={base}'] + no_workers()
+    config = row('dinov3-7b16', 'vpt-deep-10')
+    work = root / 'work'
+    log = run(['bash', REPO / 'tools/dist_train.sh', REPO / config, '2',
+               '--work-dir', work, '--cfg-options',
+               *short_schedule(2), *options]
+              + (['--fsdp'] if wrapper == 'fsdp' else []),
+              cwd=root, env={'PORT': str(free_port()), 'PYTHON': PYTHON})
+    assert 'frozen weights bfloat16, backbone with_cp on' in log
+    dumped = Config.fromfile(str(work / config.split('/')[-1]))
+    assert dumped.model_wrapper_cfg.type == (
+        'FrozenBackboneDDP' if wrapper == 'ddp' else 'VPTFullyShardedWrapper')
+    checkpoint = read_checkpoint(work / 'iter_2.pth')
+    assert [k for k in checkpoint['state_dict'] if k.startswith(
+        'backbone.')] == ['backbone.prompt_embeddings']
+    assert torch.isfinite(
+        checkpoint['state_dict']['backbone.prompt_embeddings']).all()
+    source = torch.load(base)
+    omitted = checkpoint['meta'][TUNED_META_KEY]['omitted']
+    assert len(omitted) == len(source)
+    for key, value in source.items():
+        assert omitted[f'backbone.timm_model.{key}'] == tensor_digest(value)

@@ -18,6 +18,7 @@ from ..utils.checkpoints import check_checkpoints_exist
 from ..utils.config import read_config
 from ..utils.dist import prepare_distributed
 from ..utils.files import resolve_last_checkpoint
+from .ddp import use_frozen_backbone_ddp
 from .memory_options import (configure_activation_checkpointing,
                              format_memory_options, memory_options)
 
@@ -230,6 +231,7 @@ def build_runner(cfg: Config) -> Runner:
     """
     check_checkpoints_exist(cfg)
     prepare_distributed(cfg, cfg.get('launcher', 'none'))
+    use_frozen_backbone_ddp(cfg)
     configure_activation_checkpointing(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
         RUNNERS.build(cfg)
