@@ -476,6 +476,7 @@ def test_two_processes_train_the_7b_row(tmp_path_factory, wrapper):
               + (['--fsdp'] if wrapper == 'fsdp' else []),
               cwd=root, env={'PORT': str(free_port()), 'PYTHON': PYTHON})
     assert 'frozen weights bfloat16, backbone with_cp on' in log
+    assert ('frozen backbone sharded (FSDP)' in log) == (wrapper == 'fsdp')
     dumped = Config.fromfile(str(work / config.split('/')[-1]))
     assert dumped.model_wrapper_cfg.type == (
         'FrozenBackboneDDP' if wrapper == 'ddp' else 'VPTFullyShardedWrapper')

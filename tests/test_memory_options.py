@@ -319,7 +319,7 @@ def test_memory_options_line_names_every_option():
     assert options == dict(
         frozen_dtype='bfloat16', backbone_with_cp=True,
         activation_checkpointing=HEADS, amp='bfloat16',
-        optim_wrapper='BFloat16OptimWrapper')
+        optim_wrapper='BFloat16OptimWrapper', sharded=False)
     assert format_memory_options(options) == (
         'Memory options: frozen weights bfloat16, backbone with_cp on, '
         'activation checkpointing decode_head, auxiliary_head, AMP '
@@ -333,6 +333,10 @@ def test_memory_options_line_names_every_option():
         model_from_config(plain), plain)) == (
         'Memory options: frozen weights float32, backbone with_cp off, '
         'activation checkpointing off, AMP off')
+    plain.model_wrapper_cfg = dict(type='VPTFullyShardedWrapper')
+    assert format_memory_options(memory_options(
+        model_from_config(plain), plain)).endswith(
+            'AMP off, frozen backbone sharded (FSDP)')
 
 
 def test_param_report_names_the_memory_options():

@@ -35,6 +35,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ..utils.params import unwrap_model
+from .fsdp import WRAPPER as SHARDED_WRAPPER
 
 CONFIG_KEY = 'activation_checkpointing'
 HOOK_TYPES = ('ActivationCheckpointingHook',
@@ -249,7 +250,8 @@ def memory_options(model: nn.Module, cfg: Optional[Config] = None
                    ) -> Dict[str, Any]:
     """The memory options of a built model (and its config): frozen
     weights' storage type, backbone ``with_cp``, checkpointed modules
-    (applied, or configured when not yet applied) and AMP."""
+    (applied, or configured when not yet applied), AMP, and whether the
+    model wrapper shards the frozen backbone (FSDP)."""
     model = unwrap_model(model)
     backbone = getattr(model, 'backbone', None)
     applied = checkpointed_modules(model)
@@ -261,7 +263,10 @@ def memory_options(model: nn.Module, cfg: Optional[Config] = None
         activation_checkpointing=applied or configured,
         amp=amp_setting(optim),
         optim_wrapper=(str(optim.get('type', 'OptimWrapper'))
-                       if optim else None))
+                       if optim else None),
+        sharded=cfg is not None and str(
+            (cfg.get('model_wrapper_cfg') or {}).get('type', '')).split(
+                '.')[-1] == SHARDED_WRAPPER)
 
 
 def format_memory_options(options: Dict[str, Any]) -> str:
@@ -274,4 +279,6 @@ def format_memory_options(options: Dict[str, Any]) -> str:
             f"{', '.join(ckpt) if ckpt else 'off'}, AMP "
             f"{options.get('amp') or 'off'}"
             + (f" ({options['optim_wrapper']})" if options.get('amp')
+               else '')
+            + (', frozen backbone sharded (FSDP)' if options.get('sharded')
                else ''))
