@@ -30,11 +30,15 @@ demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK)
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO_WORK)/last_checkpoint) --work-dir $(DEMO_WORK)/test
 
+# two test processes (each test file runs whole in one of them, so its
+# module fixtures are built once); TEST_PROCS=1 runs them one after another
+TEST_PROCS ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCS) --dist loadfile
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_PROCS) --dist loadfile -m "not slow"
 
 clean:
 	rm -rf $(DEMO_WORK) $(DEMO_DATA)
