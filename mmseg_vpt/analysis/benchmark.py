@@ -433,23 +433,33 @@ def measure(spec: Spec, progress: Progress = _stderr) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------
 # isolation and A/B comparison
 # ---------------------------------------------------------------------------
-def run_isolated(spec: Spec) -> Dict[str, Any]:
-    """:func:`measure` in a fresh Python process (progress goes to this
-    process's stderr)."""
+def run_in_fresh_process(module: str, before: Sequence[str],
+                         after: Sequence[str] = (),
+                         what: str = 'measurement') -> Any:
+    """``python -m module *before RESULT *after`` in a fresh process, which
+    writes its result to the JSON file RESULT; returns that result. The
+    child imports this package from where this process does, and its
+    progress goes to this process's stderr."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, 'result.json')
-        cmd = [sys.executable, '-m', 'mmseg_vpt.analysis.benchmark',
-               json.dumps(spec), out]
+        cmd = [sys.executable, '-m', module, *before, out, *after]
         env = dict(os.environ)
         env.setdefault('PYTHONWARNINGS', 'ignore::UserWarning')
-        # the child imports this package from where this process does
         env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
         proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
         if proc.returncode != 0:
-            raise RuntimeError(f"benchmark of {spec['label']} failed "
-                               f'(exit code {proc.returncode})')
+            raise RuntimeError(f'{what} failed (exit code '
+                               f'{proc.returncode})')
         with open(out) as f:
             return json.load(f)
+
+
+def run_isolated(spec: Spec) -> Dict[str, Any]:
+    """:func:`measure` in a fresh Python process (progress goes to this
+    process's stderr)."""
+    return run_in_fresh_process('mmseg_vpt.analysis.benchmark',
+                                [json.dumps(spec)],
+                                what=f"benchmark of {spec['label']}")
 
 
 def ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, float]:

@@ -26,9 +26,7 @@ pages of a file-backed (``mmap``) weight once they are read.
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -42,7 +40,8 @@ from ..checkpoint import model_from_config
 from ..engine.runner_config import load_config
 from ..utils.dist import convert_syncbn_to_bn
 from ..utils.files import save_atomically
-from .benchmark import PeakMemory, random_batch, resolve_device
+from .benchmark import (PeakMemory, random_batch, resolve_device,
+                        run_in_fresh_process)
 
 Spec = Dict[str, Any]
 KINDS = ('write', 'load', 'step')
@@ -226,19 +225,9 @@ def run_isolated(kind: str, spec: Spec,
     process (its progress goes to this process's stderr)."""
     if kind not in KINDS:
         raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
-    with tempfile.TemporaryDirectory() as tmp:
-        result_file = osp.join(tmp, 'result.json')
-        cmd = [sys.executable, '-m', 'mmseg_vpt.analysis.giant_memory', kind,
-               json.dumps(spec), result_file] + ([out] if out else [])
-        env = dict(os.environ)
-        env.setdefault('PYTHONWARNINGS', 'ignore::UserWarning')
-        env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
-        proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
-        if proc.returncode != 0:
-            raise RuntimeError(f'giant_memory {kind} of {spec["config"]} '
-                               f'failed (exit code {proc.returncode})')
-        with open(result_file) as f:
-            return json.load(f)
+    return run_in_fresh_process(
+        'mmseg_vpt.analysis.giant_memory', [kind, json.dumps(spec)],
+        [out] if out else [], what=f'giant_memory {kind} of {spec["config"]}')
 
 
 def check_targets(load: Dict[str, Any], step: Optional[Dict[str, Any]]
