@@ -8,6 +8,8 @@ deterministically as the peak of live tensor bytes created during a step
 (:class:`PeakLiveBytes`), not as process RSS.
 """
 import copy
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mmseg_vpt.analysis.benchmark import make_spec, measure
+from mmseg_vpt.analysis.benchmark import _current_rss, make_spec, measure
 from mmseg_vpt.analysis.param_report import format_report, param_report
 from mmseg_vpt.checkpoint import model_from_config
 from mmseg_vpt.engine.memory_options import (
@@ -400,3 +402,17 @@ def test_train_tool_checkpoints_the_heads_of_the_config_key(tmp_path_factory):
     assert 'Enabling the "activation_checkpointing" feature' not in log
     dumped = (work / Path(VIT_DEMO).name).read_text()
     assert 'ActivationCheckpointingHook' in dumped
+
+
+def test_a_measuring_child_reports_its_own_peak_not_its_parents():
+    """Linux keeps ``ru_maxrss`` across ``exec``: a benchmark child started
+    by a large process (a test worker, a notebook) would report the
+    parent's size as its own peak. The peak is the child's ``VmHWM``."""
+    held = torch.ones(2**28)  # 1 GiB resident in this process
+    parent = _current_rss()
+    out = subprocess.run(
+        [sys.executable, '-c', 'from mmseg_vpt.analysis.benchmark import '
+         '_peak_rss; print(_peak_rss())'], capture_output=True, text=True,
+        check=True).stdout
+    assert int(out.split()[-1]) < parent - 2**29, (out, parent)
+    del held

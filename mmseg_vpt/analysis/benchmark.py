@@ -155,6 +155,17 @@ def _current_rss() -> int:
 
 
 def _peak_rss() -> int:
+    """The process's resident high-water mark: Linux's ``VmHWM``, which
+    belongs to this program alone. ``ru_maxrss`` is the fallback: Linux
+    carries it over ``exec`` from the process that forked this one, so a
+    child of a large process would report the parent's size."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == 'darwin' else peak * 1024
 

@@ -118,7 +118,8 @@ def test_mini_paper_protocols_train_what_the_paper_says():
         vpt_deep_add=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_shallow_pixel=lambda n: n.startswith('head.') or 'prompt' in n,
         vpt_shallow_concat=lambda n: n.startswith('head.') or 'prompt' in n,
-        vpt_deep_token_init=lambda n: n.startswith('head.') or 'prompt' in n)
+        vpt_deep_token_init=lambda n: n.startswith('head.') or 'prompt' in n,
+        vpt_deep_bf16=lambda n: n.startswith('head.') or 'prompt' in n)
     assert mini_paper.MAIN_PROTOCOLS == MAIN_PROTOCOLS
     assert set(expect) == set(PROTOCOLS)
     for protocol in PROTOCOLS:
@@ -127,7 +128,13 @@ def test_mini_paper_protocols_train_what_the_paper_says():
             assert p.requires_grad == expect[protocol](name), (protocol,
                                                                name)
         state = model.backbone.state_dict()
-        assert all(torch.equal(state[k], v) for k, v in base.items())
+        # the base's values, in the type each tensor is stored in
+        assert all(torch.equal(state[k], v.to(state[k].dtype))
+                   for k, v in base.items())
+        low = {p.dtype for p in model.backbone.parameters()
+               if not p.requires_grad}
+        assert low == ({torch.bfloat16} if protocol == 'vpt_deep_bf16' else
+                       {torch.float32} if low else set()), protocol
         groups = {g['name'] for g in param_groups(model, cfg.lrs)}
         assert groups == {'full': {'backbone'}, 'head_only': {'head'},
                           'bias': {'head', 'bias'},
