@@ -424,6 +424,19 @@ def test_the_memory_tool_runs_end_to_end(tmp_path):
                                 if m.startswith('missed: ')]
 
 
+def tiny_7b_workspace(tmp_path_factory, name: str):
+    """A data folder (``data/ade``, as the row's config names it), a bf16
+    base file of the DINOv3-7B architecture at test size and the
+    ``--cfg-options`` that shrink the row to it."""
+    root = synthetic_workspace(tmp_path_factory, name)
+    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
+    model_name, toy, _ = TOYS['dinov3-7b16']
+    base = write_base(root / 'base.pth', model_name, toy, torch.bfloat16)
+    options = TINY_OPTIONS[:-1] + [
+        f'model.backbone.init_cfg.checkpoint={base}'] + no_workers()
+    return root, base, options
+
+
 @pytest.mark.slow
 def test_train_and_test_tools_run_the_7b_row(tmp_path_factory):
     """tools/train.py on the DINOv3-7B VPT-deep row at test size (its
@@ -431,12 +444,7 @@ def test_train_and_test_tools_run_the_7b_row(tmp_path_factory):
     load): the tuned-only checkpoint omits every frozen tensor, each equal
     to the bf16 base file's; tools/test.py on it repeats the validation
     mIoU."""
-    root = synthetic_workspace(tmp_path_factory, 'giant_tools')
-    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
-    name, toy, _ = TOYS['dinov3-7b16']
-    base = write_base(root / 'base.pth', name, toy, torch.bfloat16)
-    options = TINY_OPTIONS[:-1] + [
-        f'model.backbone.init_cfg.checkpoint={base}'] + no_workers()
+    root, base, options = tiny_7b_workspace(tmp_path_factory, 'giant_tools')
     config = row('dinov3-7b16', 'vpt-deep-10')
     work = root / 'work'
     log = run(train_cmd(config, work, '--cfg-options', *short_schedule(2),
@@ -462,12 +470,7 @@ def test_two_processes_train_the_7b_row(tmp_path_factory, wrapper):
     (FrozenBackboneDDP, chosen for meta_init backbones, whose weights load
     after mmengine wraps the model) and --fsdp train it, and the task file
     omits every frozen tensor."""
-    root = synthetic_workspace(tmp_path_factory, f'giant_{wrapper}')
-    (root / 'data/ade').symlink_to(root / 'data/synthetic_ade20k')
-    name, toy, _ = TOYS['dinov3-7b16']
-    base = write_base(root / 'base.pth', name, toy, torch.bfloat16)
-    options = TINY_OPTIONS[:-1] + [
-        f'model.backbone.init_cfg.checkpoint={base}'] + no_workers()
+    root, base, options = tiny_7b_workspace(tmp_path_factory, f'giant_{wrapper}')
     config = row('dinov3-7b16', 'vpt-deep-10')
     work = root / 'work'
     log = run(['bash', REPO / 'tools/dist_train.sh', REPO / config, '2',
