@@ -46,7 +46,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from ..checkpoint import BASE_MODULE, find_base
-from ..utils.params import unwrap_model
+from ..utils.params import has_frozen_parameters, unwrap_model
 
 WRAPPER = 'VPTFullyShardedWrapper'
 
@@ -104,7 +104,7 @@ def require_base_weights(model: nn.Module) -> None:
     have to hold the frozen weights, which a sharded run cannot gather
     (only rank 0 writes)."""
     backbone = getattr(unwrap_model(model), BASE_MODULE, None)
-    if backbone is None or not _has_frozen(backbone) or \
+    if backbone is None or not has_frozen_parameters(backbone) or \
             find_base(model) is not None:
         return
     raise ValueError(
@@ -116,10 +116,6 @@ def require_base_weights(model: nn.Module) -> None:
         'initialised; train it with DDP (no --fsdp / model_wrapper_cfg) or '
         'give it base weights (tools/model_converters/random_base.py writes '
         'random ones).')
-
-
-def _has_frozen(module: nn.Module) -> bool:
-    return any(not p.requires_grad for p in module.parameters())
 
 
 # mmengine's own registry: Runner.wrap_model looks the type up there (a
@@ -231,7 +227,7 @@ class VPTFullyShardedWrapper(nn.Module):
         mesh = init_device_mesh(device.type, (get_world_size(), ))
         candidates = list(backbone.layer_modules()) + [backbone]
         for unit in candidates:
-            if not _has_frozen(unit):
+            if not has_frozen_parameters(unit):
                 continue
             before = self._direct_params(unit)
             fully_shard(
