@@ -94,6 +94,11 @@ class CheckpointedForward:
                           context_fn=self._contexts, **kwargs)
 
 
+def _name_list(names: Union[str, Sequence[str]]) -> List[str]:
+    """One module name or several, as a list."""
+    return [names] if isinstance(names, str) else list(names)
+
+
 def _lookup(model: nn.Module, name: str):
     try:
         return attrgetter(name)(model)
@@ -178,8 +183,7 @@ class ActivationCheckpointingHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self, modules: Sequence[str]):
-        self.modules = [modules] if isinstance(modules, str) else \
-            list(modules)
+        self.modules = _name_list(modules)
 
     def before_run(self, runner) -> None:
         names = turn_on_activation_checkpointing(runner.model, self.modules)
@@ -192,11 +196,10 @@ def configured_checkpointing(cfg: Config) -> List[str]:
     key or an :class:`ActivationCheckpointingHook` in ``custom_hooks``."""
     names = cfg.get(CONFIG_KEY)
     if names:
-        return [names] if isinstance(names, str) else list(names)
+        return _name_list(names)
     for hook in cfg.get('custom_hooks') or []:
         if hook.get('type') in HOOK_TYPES:
-            modules = hook.get('modules') or []
-            return [modules] if isinstance(modules, str) else list(modules)
+            return _name_list(hook.get('modules') or [])
     return []
 
 
@@ -215,8 +218,7 @@ def configure_activation_checkpointing(cfg: Config) -> None:
     hooks = [h for h in cfg.get('custom_hooks') or []
              if h.get('type') not in HOOK_TYPES]
     hooks.append(dict(type=scope + 'ActivationCheckpointingHook',
-                      modules=[names] if isinstance(names, str) else
-                      list(names)))
+                      modules=_name_list(names)))
     cfg.custom_hooks = hooks
 
 
